@@ -1,0 +1,231 @@
+"""Reading shard sets: a resampled, resumable training stream and exact-once evaluation streams.
+
+Training: every (rank, worker) draws shards with replacement from its own RNG seeded by
+(seed, epoch, rank, worker), shuffles samples in a buffer, decodes and batches them. The epoch is cut at
+`batches_per_rank` batches on every rank, so DDP ranks always step together, whatever the shard sizes.
+Rank batch j is produced by (logical) worker j % W as its (j // W)-th batch, in the DataLoader's
+round-robin order, so the stream is a pure function of (seed, epoch, rank) and resuming at batch k only
+has to skip raw (undecoded) samples.
+
+Evaluation: each sample is read by exactly one (rank, worker): shards are dealt out when there are at
+least as many shards as readers, otherwise samples are dealt out by index. Metrics computed with two
+processes therefore equal those computed with one.
+
+Families plug in a `decode(sample) -> dict` (raw tar fields -> tensors); the reader does not change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
+
+from vislab.data.manifest import ShardError
+
+Sample = dict[str, Any]
+Decode = Callable[[Sample], Sample]
+Collate = Callable[[list[Sample]], Any]
+
+
+@dataclass
+class _SkipStats:
+    skipped: int = 0
+
+    def take(self) -> int:
+        n, self.skipped = self.skipped, 0
+        return n
+
+
+def read_shard(url: str, expected: int, on_error: str, stats: _SkipStats) -> Iterator[Sample]:
+    """Samples of one tar shard. A missing/corrupt/short shard raises ShardError naming it, or, with
+    on_error='skip', warns and counts the samples that were lost."""
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    n = 0
+    try:
+        with open(url, "rb") as stream:
+            for sample in group_by_keys(tar_file_expander([{"url": url, "stream": stream}])):
+                n += 1
+                yield sample
+        if n != expected:
+            raise ShardError(f"shard {url} holds {n} samples, its manifest says {expected}")
+    except Exception as e:  # tarfile, OSError, webdataset's own errors: all mean "this shard is bad"
+        msg = str(e) if isinstance(e, ShardError) else f"shard {url} is unreadable after {n} samples: {e!r}"
+        if on_error == "raise":
+            raise ShardError(msg) from e
+        warnings.warn(f"{msg}; skipping {max(0, expected - n)} samples (data.on_error=skip)", stacklevel=2)
+        stats.skipped += max(0, expected - n)
+
+
+def _worker() -> tuple[int, int]:
+    info = get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+def _batches(samples: Iterator[Sample], size: int, collate: Collate, stats: _SkipStats, partial: bool) -> Iterator[Any]:
+    buf: list[Sample] = []
+    for s in samples:
+        buf.append(s)
+        if len(buf) == size:
+            yield _with_stats(collate(buf), stats)
+            buf = []
+    if buf and partial:
+        yield _with_stats(collate(buf), stats)
+
+
+def _with_stats(batch: Any, stats: _SkipStats) -> Any:
+    if isinstance(batch, dict):
+        batch["skipped"] = stats.take()
+    return batch
+
+
+@dataclass
+class TrainStream(IterableDataset):
+    """One rank's training stream for one epoch (see module docstring)."""
+
+    urls: list[str]
+    counts: list[int]
+    decode: Decode
+    batch_size: int
+    batches_per_rank: int
+    seed: int
+    rank: int = 0
+    shuffle_buffer: int = 2000
+    on_error: str = "raise"
+    collate: Collate = default_collate
+    epoch: int = 0
+    skip_batches: int = 0
+    stats: _SkipStats = field(default_factory=_SkipStats)
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    def worker_plan(self, worker: int, num_workers: int) -> tuple[int, int, int]:
+        """(logical worker, batches it already produced before `skip_batches`, batches it yields now)."""
+        k, n, w = self.skip_batches, self.batches_per_rank, num_workers
+        logical = (worker + k) % w  # rotate so that the first batch after a resume is batch k
+        done = max(0, math.ceil((k - logical) / w))
+        total = max(0, math.ceil((n - logical) / w))
+        return logical, done, total - done
+
+    def raw_samples(self, logical: int) -> Iterator[Sample]:
+        """Infinite shuffled stream of undecoded samples of this (epoch, rank, logical worker)."""
+        from webdataset.filters import _shuffle
+
+        rng = random.Random(f"vislab/{self.seed}/{self.epoch}/{self.rank}/{logical}")
+
+        def shards() -> Iterator[Sample]:
+            while True:
+                i = rng.randrange(len(self.urls))
+                yield from read_shard(self.urls[i], self.counts[i], self.on_error, self.stats)
+
+        return _shuffle(shards(), bufsize=self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)
+
+    def __iter__(self) -> Iterator[Any]:
+        worker, num_workers = _worker()
+        logical, done, todo = self.worker_plan(worker, num_workers)
+        raw = self.raw_samples(logical)
+        for _ in range(done * self.batch_size):  # fast-forward: no decoding
+            next(raw)
+        decoded = (self.decode(s) for s in raw)
+        batches = _batches(decoded, self.batch_size, self.collate, self.stats, partial=False)
+        for _ in range(todo):
+            yield next(batches)
+
+
+@dataclass
+class EvalStream(IterableDataset):
+    """Every sample of a shard set exactly once across all ranks and workers."""
+
+    urls: list[str]
+    counts: list[int]
+    decode: Decode
+    batch_size: int
+    rank: int = 0
+    world_size: int = 1
+    on_error: str = "raise"
+    collate: Collate = default_collate
+    stats: _SkipStats = field(default_factory=_SkipStats)
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    def _mine(self) -> Iterator[Sample]:
+        worker, num_workers = _worker()
+        readers = self.world_size * num_workers
+        me = self.rank * num_workers + worker
+        if len(self.urls) >= readers:  # deal out whole shards
+            for i in range(me, len(self.urls), readers):
+                yield from read_shard(self.urls[i], self.counts[i], self.on_error, self.stats)
+            return
+        index = 0  # fewer shards than readers: deal out samples by global index
+        for url, count in zip(self.urls, self.counts, strict=True):
+            for sample in read_shard(url, count, self.on_error, self.stats):
+                if index % readers == me:
+                    yield sample
+                index += 1
+
+    def __iter__(self) -> Iterator[Any]:
+        return _batches((self.decode(s) for s in self._mine()), self.batch_size, self.collate, self.stats, partial=True)
+
+
+def loader_kwargs(num_workers: int, pin_memory: bool) -> dict[str, Any]:
+    kw: dict[str, Any] = {"batch_size": None, "num_workers": num_workers, "pin_memory": pin_memory}
+    if num_workers > 0:
+        kw["prefetch_factor"] = 4
+    return kw
+
+
+class StreamLoader:
+    """The training loader Lightning sees: fixed length per epoch, `set_epoch`, and a resumable position.
+
+    Lightning stores `state_dict()` in checkpoints and calls `load_state_dict()` before the first
+    `iter()` on resume, so a requeued job continues the epoch at the batch where it stopped.
+    `mark_consumed` is called after every finished training batch (see train/trainer.py).
+    """
+
+    def __init__(self, stream: TrainStream, num_workers: int, pin_memory: bool = False):
+        self.stream = stream
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.consumed = 0
+        self.sampler = self  # Lightning calls `loader.sampler.set_epoch(epoch)` at every epoch start
+
+    def __len__(self) -> int:
+        return self.stream.batches_per_rank
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.stream.epoch:
+            self.stream.epoch = epoch
+            self.stream.skip_batches = 0
+            self.consumed = 0
+
+    def mark_consumed(self, batches: int) -> None:
+        self.consumed = batches
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.stream.epoch, "batches": self.consumed, "seed": self.stream.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.stream.epoch = int(state["epoch"])
+        self.stream.skip_batches = int(state["batches"]) % max(1, self.stream.batches_per_rank)
+        self.consumed = self.stream.skip_batches
+
+    def __iter__(self) -> Iterator[Any]:
+        # workers copy the stream when the iterator starts: give them this epoch's skip, keep none for later
+        stream = dataclasses.replace(self.stream)
+        self.stream.skip_batches = 0
+        self.consumed = stream.skip_batches
+        return iter(DataLoader(stream, **loader_kwargs(self.num_workers, self.pin_memory)))
+
+
+def epoch_batches(num_samples: int, world_size: int, batch_size: int) -> int:
+    """Batches per rank per epoch: every rank gets the same number, together covering the data once."""
+    return max(1, math.ceil(num_samples / (world_size * batch_size)))

@@ -1,0 +1,271 @@
+"""Writing and verifying WebDataset shard sets (one format for every model family).
+
+An importer turns its source into a list of picklable *items* (a file path, a trial index, a window
+spec) and an `encode(item) -> sample` function; `write_shard_set` plans shards, writes them in parallel,
+each atomically (temp file + rename), and finishes with the manifest. Re-running the same command
+resumes: shards already written for the same plan are kept.
+
+A sample is a dict of fields named by tar-member extension, written by webdataset's encoders:
+`jpg`/`png` bytes as they are, `cls` int, `npy` arrays, `json` dicts. `__key__` names the sample.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import io
+import json
+import os
+import platform
+import shutil
+import sys
+import tarfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vislab.data.manifest import (
+    MANIFEST,
+    Manifest,
+    ShardError,
+    ShardInfo,
+    atomic_write_text,
+    sha256_file,
+)
+
+Sample = dict[str, Any]
+PARTS = ".parts"
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:06d}.tar"
+
+
+def plan_shards(
+    items: Sequence[Any],
+    *,
+    max_count: int | None = None,
+    max_bytes: int | None = None,
+    size_of: Callable[[Any], int] | None = None,
+) -> list[list[Any]]:
+    """Cut items into consecutive shards of at most `max_count` items / roughly `max_bytes` bytes."""
+    if max_bytes is not None and size_of is None:
+        raise ValueError("max_bytes needs size_of")
+    plans: list[list[Any]] = []
+    cur: list[Any] = []
+    cur_bytes = 0
+    for item in items:
+        b = size_of(item) if size_of is not None else 0
+        full_count = max_count is not None and len(cur) >= max_count
+        full_bytes = max_bytes is not None and cur and cur_bytes + b > max_bytes
+        if full_count or full_bytes:
+            plans.append(cur)
+            cur, cur_bytes = [], 0
+        cur.append(item)
+        cur_bytes += b
+    if cur:
+        plans.append(cur)
+    return plans
+
+
+def field_schema(name: str, value: Any) -> dict[str, Any]:
+    """Describe one sample field for the manifest."""
+    if isinstance(value, np.ndarray):
+        return {"kind": "npy", "dtype": str(value.dtype), "shape": list(value.shape)}
+    if isinstance(value, bool | int | np.integer) and name == "cls":
+        return {"kind": "cls"}
+    if isinstance(value, bytes):
+        kind = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png"}.get(name, "bytes")
+        return {"kind": kind}
+    if isinstance(value, str):
+        return {"kind": "txt"}
+    return {"kind": "json"}
+
+
+def merge_schema(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Union of two schemas; array dimensions that differ become None (variable)."""
+    out = {k: dict(v) for k, v in a.items()}
+    for k, v in b.items():
+        if k not in out:
+            out[k] = dict(v)
+        elif "shape" in v and "shape" in out[k]:
+            sa, sb = out[k]["shape"], v["shape"]
+            if sa is not None and len(sa) == len(sb):
+                out[k]["shape"] = [x if x == y else None for x, y in zip(sa, sb, strict=True)]
+            else:
+                out[k]["shape"] = None
+    return out
+
+
+def _fingerprint(items: Sequence[Any]) -> str:
+    return hashlib.sha256(repr(list(items)).encode()).hexdigest()[:16]
+
+
+def _write_one(out_dir: str, index: int, items: list[Any], encode: Callable[[Any], Sample]) -> dict[str, Any]:
+    """Write one shard atomically and its part record; skip it if an identical one is already there."""
+    import webdataset as wds
+
+    out = Path(out_dir)
+    name = shard_name(index)
+    part = out / PARTS / f"{name}.json"
+    fp = _fingerprint(items)
+    if part.is_file() and (out / name).is_file():
+        rec = json.loads(part.read_text())
+        if rec["fingerprint"] == fp and rec["info"]["bytes"] == (out / name).stat().st_size:
+            return rec
+    tmp = out / f".{name}.tmp"
+    schema: dict[str, dict[str, Any]] = {}
+    count = 0
+    with open(tmp, "wb") as f, wds.TarWriter(f) as sink:
+        for item in items:
+            sample = encode(item)
+            schema = merge_schema(schema, {k: field_schema(k, v) for k, v in sample.items() if not k.startswith("__")})
+            sink.write(sample)
+            count += 1
+    os.replace(tmp, out / name)
+    info = ShardInfo(name=name, count=count, bytes=(out / name).stat().st_size, sha256=sha256_file(out / name))
+    rec = {"fingerprint": fp, "info": asdict(info), "schema": schema}
+    atomic_write_text(part, json.dumps(rec))
+    return rec
+
+
+def write_shard_set(
+    out_dir: str | os.PathLike[str],
+    plans: Sequence[list[Any]],
+    encode: Callable[[Any], Sample],
+    *,
+    workers: int = 1,
+    source: str = "",
+    meta: dict[str, Any] | None = None,
+    split: str | None = None,
+    log: Callable[[str], None] = print,
+) -> Manifest:
+    """Write `plans` (one item list per shard) under `out_dir` and return its manifest.
+
+    `encode` must be picklable (a module-level function or a functools.partial of one) when workers > 1.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / PARTS).mkdir(exist_ok=True)
+    plan_fp = _fingerprint([_fingerprint(p) for p in plans])
+    if (out / MANIFEST).is_file():
+        old = Manifest.load(out)
+        if old.provenance.get("plan") == plan_fp:
+            log(f"{out}: up to date ({old.num_samples} samples in {len(old.shards)} shards)")
+            return old
+    t0 = time.time()
+    job = partial(_write_one, str(out))
+    records: list[dict[str, Any]] = []
+    if workers <= 1 or len(plans) <= 1:
+        for i, items in enumerate(plans):
+            records.append(job(i, items, encode))
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(job, i, items, encode) for i, items in enumerate(plans)]
+            records = [f.result() for f in futures]
+    schema: dict[str, dict[str, Any]] = {}
+    for r in records:
+        schema = merge_schema(schema, r["schema"])
+    shards = [ShardInfo(**r["info"]) for r in records]
+    # stale shards of an earlier, larger plan would be picked up by globbing readers: remove them
+    for stale in sorted(out.glob("shard-*.tar"))[len(plans):]:
+        stale.unlink()
+    manifest = Manifest(
+        num_samples=sum(s.count for s in shards),
+        shards=shards,
+        schema=schema,
+        provenance=provenance(source, plan_fp),
+        meta=meta or {},
+        split=split,
+    )
+    manifest.save(out)
+    shutil.rmtree(out / PARTS, ignore_errors=True)
+    log(f"{out}: {manifest.num_samples} samples in {len(shards)} shards ({time.time() - t0:.1f} s)")
+    return manifest
+
+
+def provenance(source: str, plan_fp: str) -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("vislab")
+    except PackageNotFoundError:
+        ver = "unknown"
+    return {
+        "source": source,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": platform.node(),
+        "user": getpass.getuser(),
+        "vislab": ver,
+        "plan": plan_fp,
+    }
+
+
+def count_samples(path: str | os.PathLike[str]) -> int:
+    """Number of samples (distinct keys) in a tar shard; raises ShardError naming the shard if unreadable."""
+    from webdataset.tariterators import base_plus_ext
+
+    keys = 0
+    last = None
+    try:
+        with tarfile.open(path, "r|") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                prefix, _ = base_plus_ext(member.name)
+                if prefix != last:
+                    keys += 1
+                    last = prefix
+                tar.extractfile(member).read()  # type: ignore[union-attr]
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise ShardError(f"shard {path} is corrupt or truncated: {e}") from e
+    return keys
+
+
+def verify_shard_set(directory: str | os.PathLike[str]) -> list[str]:
+    """Full integrity check (hash and sample count of every shard). Returns the problems found."""
+    try:
+        m = Manifest.load(directory)
+    except ShardError as e:
+        return [str(e)]
+    problems = []
+    for s in m.shards:
+        p = Path(directory) / s.name
+        if not p.is_file():
+            problems.append(f"{p}: missing")
+            continue
+        if p.stat().st_size != s.bytes:
+            problems.append(f"{p}: {p.stat().st_size} bytes, manifest says {s.bytes}")
+            continue
+        if sha256_file(p) != s.sha256:
+            problems.append(f"{p}: sha256 differs from the manifest (corrupt or rewritten)")
+            continue
+        try:
+            n = count_samples(p)
+        except ShardError as e:
+            problems.append(str(e))
+            continue
+        if n != s.count:
+            problems.append(f"{p}: {n} samples, manifest says {s.count}")
+    extra = sorted({q.name for q in Path(directory).glob("*.tar")} - {s.name for s in m.shards})
+    for name in extra:
+        problems.append(f"{Path(directory) / name}: not listed in the manifest")
+    return problems
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def iter_items(plans: Iterable[list[Any]]) -> Iterable[Any]:
+    for p in plans:
+        yield from p

@@ -1,0 +1,55 @@
+"""What every family's LightningModule shares: the optimizer recipe, the saved config, the bare model.
+
+A family subclass builds `self.model` (a plain nn.Module: the thing that is exported) and implements the
+steps. The run's config travels inside every checkpoint (`checkpoint["vislab"]`), so a checkpoint can be
+checked against a config before it is loaded and exported without the YAML that made it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from vislab.models.optim import ParamGroup, build_optimizer, build_scheduler, decay_groups
+from vislab.train.config import RunConfig, to_dict
+
+CKPT_KEY = "vislab"
+
+
+class VislabModule(pl.LightningModule):
+    model: nn.Module
+
+    def __init__(self, cfg: RunConfig, meta: dict[str, Any] | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.meta = dict(meta or {})
+        """Facts about the data the model was built for (class names, sessions, statistics)."""
+
+    # ----- optimisation -----
+    def param_groups(self) -> list[ParamGroup]:
+        """Parameter groups with `lr_scale`; families override for per-layer learning rates."""
+        o = self.cfg.optim
+        return decay_groups(self, o.weight_decay, o.no_decay_norm_bias)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.param_groups(), self.cfg.optim)
+        total = int(self.trainer.estimated_stepping_batches)  # also sets num_training_batches
+        per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
+        scheduler = build_scheduler(optimizer, self.cfg.optim, max(1, per_epoch), total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
+
+    def on_train_start(self) -> None:
+        # torch.optim adds 'initial_lr' itself; record the derived values once, next to the metrics
+        if self.logger is not None:
+            self.logger.log_hyperparams({"derived": self.cfg.derived()})
+
+    # ----- checkpoints carry their config -----
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CKPT_KEY] = {"config": to_dict(self.cfg), "meta": self.meta}
+
+    def log_metric_dict(self, metrics: dict[str, torch.Tensor | float], **kw: Any) -> None:
+        self.log_dict({k: (v if isinstance(v, torch.Tensor) else torch.tensor(float(v))) for k, v in metrics.items()}, **kw)

@@ -1,0 +1,221 @@
+"""vislab: one entry point, one verb per job.
+
+    vislab demo                                   # digits -> shards -> 2-process DDP fit -> test -> export
+    vislab shard SRC --out DIR [--format NAME]    # write WebDataset shards (+ manifest) per split
+    vislab shard verify DIR                       # check hashes and counts
+    vislab config show CONFIG [key=value ...]     # the resolved, validated config
+    vislab fit CONFIG [key=value ...]             # train, test the best checkpoint, print the run dir
+    vislab fit RUN_DIR [key=value ...]            # resume a run (same run dir, same wandb run)
+    vislab validate|test CONFIG ckpt=PATH         # metrics as one JSON object on stdout
+    vislab export RUN_DIR --out DIR               # safetensors + model.json, verified
+
+Three ways to run a config:
+    one CPU process:       vislab fit configs/classify/digits.yaml trainer.devices=1
+    two processes (gloo):  vislab fit configs/classify/digits.yaml trainer.devices=2 trainer.accelerator=cpu
+    a Slurm job:           vislab submit configs/classify/resnet50_imagenet.yaml --nodes 2 --gpus-per-node 8
+
+Exit codes: 0 ok, 1 failure during a run, 2 bad input (config, data, checkpoint) found before any work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from vislab.data.manifest import ShardError
+from vislab.train.config import ConfigError
+
+Verb = Callable[[list[str]], int]
+
+
+def _parser(verb: str, doc: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=f"vislab {verb}", description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML config file (or, for fit, a run directory to resume)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.devices=2 data.batch_size=64")
+
+
+def _load(config: str, overrides: list[str]):
+    from vislab.train.config import load_config
+    from vislab.train.run import load_run_config
+
+    path = Path(config)
+    return load_run_config(path, overrides) if path.is_dir() else load_config(path, overrides)
+
+
+def cmd_fit(argv: list[str]) -> int:
+    p = _parser("fit", "Train a model from a config, test its best checkpoint, print the run directory.\n"
+                       "Give a run directory instead of a config to resume that run.")
+    _config_args(p)
+    a = p.parse_args(argv)
+    cfg = _load(a.config, a.overrides)
+    from vislab.train.run import fit, is_rank_zero
+
+    run_dir = fit(cfg)
+    if is_rank_zero():
+        print(run_dir, flush=True)
+    return 0
+
+
+def _cmd_eval(stage: str) -> Verb:
+    def cmd(argv: list[str]) -> int:
+        p = _parser(stage, f"Evaluate a checkpoint on the {'val' if stage == 'validate' else 'test (else val)'} split; "
+                           "prints the metrics as one JSON object on stdout.")
+        _config_args(p)
+        a = p.parse_args(argv)
+        cfg = _load(a.config, a.overrides)
+        from vislab.train.run import evaluate, is_rank_zero
+
+        metrics = evaluate(cfg, stage)
+        if is_rank_zero():
+            print(json.dumps(metrics), flush=True)
+        return 0
+
+    return cmd
+
+
+def cmd_config(argv: list[str]) -> int:
+    p = _parser("config", "Print the resolved, validated config (`vislab config show CONFIG [key=value ...]`).")
+    p.add_argument("action", choices=["show"])
+    _config_args(p)
+    a = p.parse_args(argv)
+    from vislab.train.config import to_yaml
+
+    cfg = _load(a.config, a.overrides)
+    print(to_yaml(cfg), end="")
+    print("# derived: " + json.dumps(cfg.derived()))
+    return 0
+
+
+def cmd_shard(argv: list[str]) -> int:
+    if argv[:1] == ["verify"]:
+        return cmd_shard_verify(argv[1:])
+    from vislab.data.importers import load_importers
+
+    importers = load_importers()
+    p = _parser("shard", "Write WebDataset shards and a manifest per split from a source folder.\n"
+                         "Formats: " + "; ".join(f"{k}: {v.help}" for k, v in importers.items())
+                         + "\nAlso: `vislab shard verify DIR` checks hashes and counts.")
+    p.add_argument("src", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="output data root (one folder per split)")
+    p.add_argument("--format", choices=sorted(importers), help="source layout (default: detected)")
+    p.add_argument("--shard-size-mb", type=float, default=256, help="target shard size (default 256 MB)")
+    p.add_argument("--max-side", type=int, default=None, help="re-encode images larger than this (JPEG q90)")
+    p.add_argument("--workers", type=int, default=4, help="parallel shard writers")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample order within shards")
+    a, extra = p.parse_known_args(argv)
+    if not a.src.exists():
+        raise ConfigError([f"shard source not found: {a.src}"])
+    if a.format:
+        imp = importers[a.format]
+    else:
+        found = [i for i in importers.values() if i.detect(a.src)]
+        if not found:
+            raise ConfigError([f"{a.src}: layout not recognised; name it with --format ({', '.join(sorted(importers))})"])
+        imp = found[0]
+    options = _extra_options(extra)
+    manifests = imp.run(a.src, a.out, shard_size_mb=a.shard_size_mb, max_side=a.max_side, workers=a.workers,
+                        seed=a.seed, **options)
+    for split, m in manifests.items():
+        print(f"{split}: {m.num_samples} samples, {len(m.shards)} shards")
+    print(a.out)
+    return 0
+
+
+def _extra_options(extra: list[str]) -> dict[str, str]:
+    """Importer-specific `--key value` options (e.g. --frame-rate 25), passed through by name."""
+    out, i = {}, 0
+    while i < len(extra):
+        if not extra[i].startswith("--") or i + 1 >= len(extra):
+            raise ConfigError([f"unexpected argument {extra[i]!r}"])
+        out[extra[i][2:].replace("-", "_")] = extra[i + 1]
+        i += 2
+    return out
+
+
+def cmd_shard_verify(argv: list[str]) -> int:
+    p = _parser("shard verify", "Check every shard's sha256 and sample count against its manifest.")
+    p.add_argument("dir", type=Path, help="a data root (all splits) or one shard set")
+    a = p.parse_args(argv)
+    from vislab.data.manifest import MANIFEST, split_dirs
+    from vislab.data.shards import verify_shard_set
+
+    sets = {"": a.dir} if (a.dir / MANIFEST).is_file() else split_dirs(a.dir)
+    if not sets:
+        raise ConfigError([f"{a.dir}: no {MANIFEST} here or in train/ val/ test/"])
+    bad = 0
+    for split, d in sets.items():
+        problems = verify_shard_set(d)
+        bad += len(problems)
+        for msg in problems:
+            print(f"FAIL {msg}", file=sys.stderr)
+        print(f"{d}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if bad else 0
+
+
+def cmd_export(argv: list[str]) -> int:
+    p = _parser("export", "Export a run's best weights (safetensors + model.json), verified by reloading.")
+    p.add_argument("source", type=Path, help="run directory or .ckpt file")
+    p.add_argument("--out", type=Path, required=True)
+    a = p.parse_args(argv)
+    from vislab.train.export import export_run
+
+    print(export_run(a.source, a.out))
+    return 0
+
+
+def cmd_models(argv: list[str]) -> int:
+    p = _parser("models", "List the registered architectures (vislab's own and torchvision's).")
+    p.add_argument("pattern", nargs="?", default="", help="substring filter")
+    a = p.parse_args(argv)
+    from vislab.models.registry import list_models
+
+    print("\n".join(n for n in list_models() if a.pattern in n))
+    return 0
+
+
+def cmd_demo(argv: list[str]) -> int:
+    from vislab.train.demo import main as demo
+
+    return demo(argv)
+
+
+VERBS: dict[str, Verb] = {
+    "fit": cmd_fit,
+    "validate": _cmd_eval("validate"),
+    "test": _cmd_eval("test"),
+    "shard": cmd_shard,
+    "export": cmd_export,
+    "config": cmd_config,
+    "models": cmd_models,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in VERBS:
+        print(__doc__)
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"vislab: unknown command '{argv[0]}' (commands: {', '.join(VERBS)})", file=sys.stderr)
+            return 2
+        return 0
+    try:
+        return VERBS[argv[0]](argv[1:])
+    except ConfigError as e:
+        for line in e.problems:
+            print(f"vislab: error: {line}", file=sys.stderr)
+        return 2
+    except ShardError as e:
+        print(f"vislab: data error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

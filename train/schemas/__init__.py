@@ -1,0 +1,1 @@
+"""Per-family `model:` and `data:` schemas (light modules: no torch import)."""

@@ -1,0 +1,101 @@
+"""wandb tracking that never hangs: online only with an API key *and* a reachable server, else offline.
+
+(wandb with a key and no network waits ~100 s and raises; without a key it fails at once. Both are
+decided here in < 3 s before wandb is touched.) The wandb run id is created once and stored in the run
+directory, so a resumed or requeued run continues the same wandb run. Rank 0 only (Lightning's logger).
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import socket
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from vislab.train.config import RunConfig
+
+WANDB_ID_FILE = "wandb_id.txt"
+
+
+def _api_key_present() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def _reachable(timeout: float = 2.5) -> bool:
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    try:
+        with socket.create_connection((url.hostname or "api.wandb.ai", url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_mode(cfg: RunConfig) -> tuple[str, str]:
+    """(mode, reason): 'online' | 'offline' | 'disabled'."""
+    if not cfg.logger.wandb:
+        return "disabled", "logger.wandb=false"
+    env = os.environ.get("WANDB_MODE", "").lower()
+    if env in ("offline", "dryrun"):
+        return "offline", "WANDB_MODE"
+    if env == "disabled":
+        return "disabled", "WANDB_MODE"
+    if cfg.logger.mode in ("offline", "disabled"):
+        return cfg.logger.mode, "logger.mode"
+    # 'auto' and 'online' alike fall back to offline rather than hang or fail without a server
+    if not _api_key_present():
+        return "offline", "no wandb API key"
+    if not _reachable():
+        return "offline", "wandb server unreachable"
+    return "online", "API key and network"
+
+
+def wandb_id(run_dir: Path) -> str:
+    """The run's wandb id, created on first use and kept in the run directory."""
+    path = run_dir / WANDB_ID_FILE
+    if path.is_file():
+        return path.read_text().strip()
+    run_id = uuid.uuid4().hex[:12]
+    path.write_text(run_id + "\n")
+    return run_id
+
+
+def wandb_logger(cfg: RunConfig, run_dir: Path, config: dict[str, Any]) -> Any | None:
+    mode, reason = resolve_mode(cfg)
+    if mode == "disabled":
+        return None
+    from pytorch_lightning.loggers import WandbLogger
+
+    os.environ["WANDB_MODE"] = mode  # rank 0 decides; the env makes the decision stick for wandb internals
+    os.environ.setdefault("WANDB_SILENT", "true")
+    import wandb
+
+    lg = cfg.logger
+    logger = WandbLogger(
+        project=lg.project, entity=lg.entity, group=lg.group, tags=list(lg.tags) or None,
+        id=wandb_id(run_dir), resume="allow", save_dir=str(run_dir), name=f"{cfg.experiment}/{run_dir.name}",
+        offline=mode == "offline", config=config, job_type="fit",
+        settings=wandb.Settings(init_timeout=90, silent=True),
+    )
+    logger._vislab_mode = (mode, reason)  # type: ignore[attr-defined]
+    return logger
+
+
+def offline_run_dirs(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "wandb").glob("offline-run-*"))
+
+
+def log_checkpoint_artifact(logger: Any, path: Path, metrics: dict[str, float], name: str) -> None:
+    import wandb
+
+    art = wandb.Artifact(name=name, type="model", metadata=metrics)
+    art.add_file(str(path))
+    logger.experiment.log_artifact(art, aliases=["best", "latest"])

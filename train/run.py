@@ -198,8 +198,9 @@ def fit(cfg: RunConfig) -> Path:
     best = getattr(ckpt_cb, "best_model_path", "") or str(run.dir / "checkpoints" / "last.ckpt")
     results = trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    report = test_report(module)
     if trainer.is_global_zero:
-        summary = write_summary(cfg, run, trainer, dm, best, metrics, time.time() - t0, wb)
+        summary = write_summary(cfg, run, trainer, dm, best, metrics, time.time() - t0, wb, report)
         if wb is not None and cfg.logger.log_checkpoints:
             from vislab.train.tracking import log_checkpoint_artifact
 
@@ -215,8 +216,17 @@ def fit(cfg: RunConfig) -> Path:
     return run.dir
 
 
+def test_report(module: Any) -> dict[str, Any]:
+    """Family-specific detail of the last test (per neuron, per session, per dataset), JSON-able.
+
+    A family's LightningModule may define `test_report()`; it is called on every rank after testing (so
+    it may gather across ranks) and must return the same dict everywhere."""
+    fn = getattr(module, "test_report", None)
+    return fn() if callable(fn) else {}
+
+
 def write_summary(cfg: RunConfig, run: Run, trainer: Any, dm: Any, best: str, metrics: dict[str, float],
-                  wall: float, wb: Any) -> dict[str, Any]:
+                  wall: float, wb: Any, report: dict[str, Any] | None = None) -> dict[str, Any]:
     metric, mode = monitor_of(cfg)
     ckpt_cb = trainer.checkpoint_callback
     score = getattr(ckpt_cb, "best_model_score", None)
@@ -227,6 +237,7 @@ def write_summary(cfg: RunConfig, run: Run, trainer: Any, dm: Any, best: str, me
         "model": to_dict(cfg)["model"],
         "test_split": dm.test_split,
         "test_metrics": metrics,
+        "test_report": report or {},
         "best_checkpoint": best,
         "monitor": {"metric": metric, "mode": mode, "best": float(score) if score is not None else None},
         "global_step": trainer.global_step,
@@ -245,7 +256,7 @@ def write_summary(cfg: RunConfig, run: Run, trainer: Any, dm: Any, best: str, me
     return summary
 
 
-def evaluate(cfg: RunConfig, stage: str) -> dict[str, float]:
+def evaluate(cfg: RunConfig, stage: str) -> dict[str, Any]:
     """`vislab validate|test CONFIG ckpt=PATH`: metrics of a checkpoint on val/ or test/ (else val/)."""
     import tempfile
 
@@ -262,7 +273,10 @@ def evaluate(cfg: RunConfig, stage: str) -> dict[str, float]:
         trainer = build_trainer(cfg, Path(tmp), loggers=[], stage=stage)
         run_stage = trainer.validate if stage == "validate" else trainer.test
         results = run_stage(module, datamodule=dm, ckpt_path=cfg.ckpt, verbose=False)
-    return {k: float(v) for k, v in (results[0] if results else {}).items()}
+    metrics: dict[str, Any] = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    if stage == "test":
+        metrics.update(test_report(module))
+    return metrics
 
 
 def summary_of(run_dir: Path) -> dict[str, Any]:

@@ -64,6 +64,33 @@ def read_shard(url: str, expected: int, on_error: str, stats: _SkipStats) -> Ite
         stats.skipped += max(0, expected - n)
 
 
+def _load_npy(data: bytes) -> Any:
+    import io
+
+    import numpy as np
+
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+_FIELD_DECODERS: dict[str, Callable[[bytes], Any]] = {
+    "npy": _load_npy,
+    "cls": lambda b: int(b),
+    "json": lambda b: __import__("json").loads(b),
+    "txt": lambda b: b.decode("utf-8"),
+}
+
+
+def decode_fields(sample: Sample) -> Sample:
+    """Decode the non-image fields of a raw sample by extension (npy, cls, json, txt); never unpickles.
+    Keys such as `responses.npy` decode by their last extension."""
+    out: Sample = {}
+    for key, value in sample.items():
+        ext = key.rsplit(".", 1)[-1]
+        fn = _FIELD_DECODERS.get(ext) if isinstance(value, bytes | bytearray) and not key.startswith("__") else None
+        out[key] = fn(value) if fn else value
+    return out
+
+
 def _worker() -> tuple[int, int]:
     info = get_worker_info()
     return (info.id, info.num_workers) if info is not None else (0, 1)

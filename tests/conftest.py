@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,13 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)
-def _offline_wandb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def _offline_wandb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("VISLAB_RUN_DIR", raising=False)
+    yield
+    os.environ.pop("VISLAB_RUN_DIR", None)  # an in-process fit() sets it for its DDP children
 
 
 def run_cli(args: list[str], *, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None,

@@ -101,7 +101,7 @@ def write_run_config(run: Run, cfg: RunConfig) -> None:
 def load_run_config(run_dir: Path, overrides: list[str]) -> RunConfig:
     from vislab.train.config import load_config
 
-    return load_config(run_dir / CONFIG_FILE, [*overrides, f"resume={run_dir}"])
+    return load_config(run_dir / CONFIG_FILE, [f"resume={run_dir}", *overrides])  # an explicit resume=... wins
 
 
 # ------------------------------------------------------------------------------------- checkpoints

@@ -215,6 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     except ShardError as e:
         print(f"vislab: data error: {e}", file=sys.stderr)
         return 1
+    except Exception as e:
+        from vislab.train.trainer import NonFiniteLossError
+
+        if isinstance(e, NonFiniteLossError):
+            print(f"vislab: error: {e}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

@@ -196,6 +196,10 @@ def fit(cfg: RunConfig) -> Path:
     trainer.fit(model, datamodule=dm, ckpt_path=run.resume_ckpt)
     ckpt_cb = trainer.checkpoint_callback
     best = getattr(ckpt_cb, "best_model_path", "") or str(run.dir / "checkpoints" / "last.ckpt")
+    # the checkpoint's state_dict holds the EMA weights: test those (the EMA callback would restore the raw ones)
+    from pytorch_lightning.callbacks.weight_averaging import WeightAveraging
+
+    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]
     results = trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     report = test_report(module)

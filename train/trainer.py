@@ -7,8 +7,10 @@ that step is checkpointed, so the last good checkpoint survives.
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
+import warnings
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -107,9 +109,26 @@ def _progress(cfg: RunConfig) -> tuple[bool, list[Callback]]:
     return False, []
 
 
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+def quiet_lightning() -> None:
+    """Silence advice that does not apply to vislab runs (it buries the lines users need in Slurm logs)."""
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropTips())
+    for pattern in (
+        r".*overridden `on_after_batch_transfer` in `LightningModule` but have passed in a `LightningDataModule`",
+        r".*`isinstance\(treespec, LeafSpec\)` is deprecated",
+        r".*The `srun` command is available on your system but is not used",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 def build_trainer(cfg: RunConfig, run_dir: Path, loggers: list[Logger] | None = None,
                   extra_callbacks: list[Callback] | None = None, stage: str = "fit") -> pl.Trainer:
     t = cfg.trainer
+    quiet_lightning()
     torch.set_float32_matmul_precision(t.matmul_precision)
     metric, mode = monitor_of(cfg)
     ckpt_dir = run_dir / "checkpoints"

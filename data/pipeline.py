@@ -163,8 +163,14 @@ class TrainStream(IterableDataset):
             next(raw)
         decoded = (self.decode(s) for s in raw)
         batches = _batches(decoded, self.batch_size, self.collate, self.stats, partial=False)
-        for _ in range(todo):
-            yield next(batches)
+        for b in range(done, done + todo):
+            # augmentation draws depend only on (seed, epoch, rank, batch j = logical + b * W), so a resumed
+            # epoch gets the crops an uninterrupted one would have got; the caller's RNG is left untouched
+            seed = random.Random(f"vislab/augment/{self.seed}/{self.epoch}/{self.rank}/{logical + b * num_workers}")
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed.getrandbits(63))
+                batch = next(batches)
+            yield batch
 
 
 @dataclass

@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from vislab.models.optim import ParamGroup, build_optimizer, build_scheduler, decay_groups
+from vislab.models.optim import ParamGroup, build_optimizer, build_plateau, build_scheduler, decay_groups
 from vislab.train.config import RunConfig, to_dict
 
 CKPT_KEY = "vislab"
@@ -37,6 +37,13 @@ class VislabModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.param_groups(), self.cfg.optim)
+        if self.cfg.optim.scheduler == "plateau":
+            from vislab.train.tasks import monitor_of
+
+            metric, mode = monitor_of(self.cfg)
+            plateau = build_plateau(optimizer, self.cfg.optim, mode)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "interval": "epoch", "monitor": metric,
+                                                              "frequency": self.cfg.trainer.check_val_every_n_epoch, "name": "lr"}}
         total = int(self.trainer.estimated_stepping_batches)  # also sets num_training_batches
         per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
         scheduler = build_scheduler(optimizer, self.cfg.optim, max(1, per_epoch), total)

@@ -20,10 +20,10 @@ from vislab.data.images import ImageDecode
 from vislab.data.modules import ShardDataModule
 from vislab.models.base import VislabModule
 from vislab.models.exported import build_from_spec
-from vislab.train.config import RunConfig
+from vislab.train.schemas.classify import ClassifyConfig
 
 
-def datamodule(cfg: RunConfig) -> ShardDataModule:
+def datamodule(cfg: ClassifyConfig) -> ShardDataModule:
     d = cfg.data
     common = {"grayscale": d.grayscale}
     train = ImageDecode(train=True, crop=d.train_crop, min_scale=d.min_scale, hflip=d.hflip,
@@ -32,7 +32,7 @@ def datamodule(cfg: RunConfig) -> ShardDataModule:
     return ShardDataModule(cfg, {"train": train, "eval": evaluate})
 
 
-def model_spec(cfg: RunConfig, meta: dict[str, Any]) -> dict[str, Any]:
+def model_spec(cfg: ClassifyConfig, meta: dict[str, Any]) -> dict[str, Any]:
     """How to rebuild the bare network without Lightning (stored in exports' model.json)."""
     kwargs: dict[str, Any] = {"name": cfg.model.name, "num_classes": cfg.model.num_classes,
                               "in_channels": 1 if cfg.data.grayscale else 3}
@@ -41,11 +41,11 @@ def model_spec(cfg: RunConfig, meta: dict[str, Any]) -> dict[str, Any]:
     return {"builder": "vislab.models.registry:create_model", "kwargs": kwargs}
 
 
-def bare_model(cfg: RunConfig, meta: dict[str, Any]) -> nn.Module:
+def bare_model(cfg: ClassifyConfig, meta: dict[str, Any]) -> nn.Module:
     return build_from_spec(model_spec(cfg, meta))
 
 
-def export_info(cfg: RunConfig, meta: dict[str, Any]) -> dict[str, Any]:
+def export_info(cfg: ClassifyConfig, meta: dict[str, Any]) -> dict[str, Any]:
     d = cfg.data
     return {
         "architecture": cfg.model.name,
@@ -58,7 +58,7 @@ def export_info(cfg: RunConfig, meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def example_input(cfg: RunConfig, info: dict[str, Any], batch_size: int) -> torch.Tensor:
+def example_input(cfg: ClassifyConfig, info: dict[str, Any], batch_size: int) -> torch.Tensor:
     """First evaluation images of the run's shards, normalised as the model expects."""
     dm = datamodule(cfg)
     batch = next(iter(dm.eval_loader("val" if "val" in dm.dirs else dm.test_split, rank=0, world_size=1)))
@@ -68,12 +68,17 @@ def example_input(cfg: RunConfig, info: dict[str, Any], batch_size: int) -> torc
     return (x - mean) / std
 
 
-def module(cfg: RunConfig, meta: dict[str, Any]) -> ClassifierModule:
+def module(cfg: ClassifyConfig, meta: dict[str, Any]) -> ClassifierModule:
     return ClassifierModule(cfg, meta)
 
 
 class ClassifierModule(VislabModule):
-    def __init__(self, cfg: RunConfig, meta: dict[str, Any] | None = None):
+    cfg: ClassifyConfig
+    metrics: nn.ModuleDict
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, cfg: ClassifyConfig, meta: dict[str, Any] | None = None):
         super().__init__(cfg, meta)
         self.model = bare_model(cfg, self.meta)
         n = cfg.model.num_classes
@@ -91,7 +96,7 @@ class ClassifierModule(VislabModule):
         })
 
     @staticmethod
-    def _mixer(cfg: RunConfig, num_classes: int) -> v2.Transform | None:
+    def _mixer(cfg: ClassifyConfig, num_classes: int) -> v2.Transform | None:
         d = cfg.data
         mixers: list[v2.Transform] = []
         if d.mixup_alpha > 0:
@@ -127,13 +132,13 @@ class ClassifierModule(VislabModule):
     def _eval_step(self, batch: dict[str, Any], split: str) -> None:
         logits = self(batch["image"])
         loss = F.cross_entropy(logits, batch["label"], reduction="none")
-        m = self.metrics[split]
+        m: Any = self.metrics[split]
         m["acc1"].update(logits, batch["label"])
         m["acc5"].update(logits, batch["label"])
         m["loss"].update(loss)
 
     def _eval_epoch_end(self, split: str) -> None:
-        m = self.metrics[split]
+        m: Any = self.metrics[split]
         # values are already synced by torchmetrics; sync_dist only keeps Lightning from warning
         self.log_dict({f"{split}/{k}": v.compute() for k, v in m.items()}, prog_bar=(split == "val"), sync_dist=True)
         for v in m.values():

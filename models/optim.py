@@ -16,7 +16,8 @@ ParamGroup = dict  # {"params": [...], "lr_scale": float, "weight_decay": float,
 def decay_groups(module: nn.Module, weight_decay: float, no_decay_norm_bias: bool, lr_scale: float = 1.0,
                  name: str = "") -> list[ParamGroup]:
     """Split trainable parameters into decayed weights and undecayed biases/norm parameters (1-D tensors)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for _, p in module.named_parameters():
         if not p.requires_grad:
             continue
@@ -58,3 +59,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_pe
 
     fn = partial(lr_factor, cfg=cfg, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+
+
+def build_plateau(optimizer: torch.optim.Optimizer, cfg: OptimConfig, mode: str) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+    """LR decay on a plateau of the monitored metric (neuralpredictors' trainer), floored at `min_lr_factor * lr`."""
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max" if mode == "max" else "min", factor=cfg.plateau_factor, patience=cfg.plateau_patience,
+        threshold=cfg.plateau_threshold, threshold_mode="abs", min_lr=[g["lr"] * cfg.min_lr_factor for g in optimizer.param_groups],
+    )

@@ -8,6 +8,8 @@
     vislab fit RUN_DIR [key=value ...]            # resume a run (same run dir, same wandb run)
     vislab validate|test CONFIG ckpt=PATH         # metrics as one JSON object on stdout
     vislab export RUN_DIR --out DIR               # safetensors + model.json, verified
+    vislab submit CONFIG [key=value ...] [--nodes N --gpus-per-node G --time T ...] [--sweep S] [--dry-run]
+    vislab runs [RUNS_ROOT]                       # runs with Slurm state, step, metric, best checkpoint
 
 Three ways to run a config:
     one CPU process:       vislab fit configs/classify/digits.yaml trainer.devices=1
@@ -186,6 +188,18 @@ def cmd_demo(argv: list[str]) -> int:
     return demo(argv)
 
 
+def cmd_submit(argv: list[str]) -> int:
+    from vislab.train.slurm import submit
+
+    return submit(argv)
+
+
+def cmd_runs(argv: list[str]) -> int:
+    from vislab.train.runs import main as runs
+
+    return runs(argv)
+
+
 VERBS: dict[str, Verb] = {
     "fit": cmd_fit,
     "validate": _cmd_eval("validate"),
@@ -195,6 +209,8 @@ VERBS: dict[str, Verb] = {
     "config": cmd_config,
     "models": cmd_models,
     "demo": cmd_demo,
+    "submit": cmd_submit,
+    "runs": cmd_runs,
 }
 
 

@@ -63,7 +63,8 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     no_decay_norm_bias: bool = True
     """Exclude biases and normalisation parameters (all 1-D tensors) from weight decay."""
-    scheduler: Literal["cosine", "step", "constant"] = "cosine"
+    scheduler: Literal["cosine", "step", "constant", "plateau"] = "cosine"
+    """'plateau': multiply the LR by `plateau_factor` when the monitored metric stalls (checked per validation)."""
     warmup_epochs: float = 0.0
     """Linear warmup from `warmup_start_factor * lr`; fractions of an epoch are allowed."""
     warmup_start_factor: float = 0.01
@@ -72,6 +73,11 @@ class OptimConfig:
     step_milestones: list[int] = field(default_factory=lambda: [30, 60, 80])
     """Epochs at which the step schedule multiplies the LR by `step_gamma`."""
     step_gamma: float = 0.1
+    plateau_factor: float = 0.3
+    plateau_patience: int = 5
+    """Validations without an improvement larger than `plateau_threshold` before the LR is cut."""
+    plateau_threshold: float = 1e-6
+    """Absolute improvement of the monitored metric that counts (neuralpredictors' tolerance)."""
 
 
 @dataclass
@@ -122,6 +128,9 @@ class LogConfig:
     mode: Literal["auto", "online", "offline", "disabled"] = "auto"
     log_checkpoints: bool = False
     """Upload the best checkpoint as a wandb artifact at the end of the run."""
+    sample_keys: bool = False
+    """Append the sample keys of every training batch to `<run_dir>/sample_keys/rank<R>.txt` (audits what a
+    run read, e.g. across preemptions and restarts)."""
 
 
 @dataclass
@@ -137,8 +146,14 @@ class SlurmConfig:
     mem: str | None = None
     gpus_per_node: int | None = None
     """Defaults to trainer.devices when the accelerator is a GPU, 0 on CPU."""
-    max_requeues: int = 20
-    """Give up after this many requeues that made no progress (same global step)."""
+    max_requeues: int = 3
+    """Stop requeueing after this many restarts in a row that resumed at no later global step."""
+    requeue_on_failure: bool = True
+    """Requeue the job when training fails (a rank died, a node failed); it resumes from its last checkpoint."""
+    signal_lead_s: int = 90
+    """SIGUSR1 this many seconds before the time limit: checkpoint, requeue, exit."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment of the job, e.g. {NCCL_SOCKET_IFNAME: ib0, GLOO_SOCKET_IFNAME: ib0}."""
     extra_sbatch: list[str] = field(default_factory=list)
     """Additional `#SBATCH` lines, verbatim (e.g. '--exclusive')."""
 
@@ -309,6 +324,8 @@ def check_common(cfg: RunConfig, source: str) -> list[str]:
         p.append(f"{source}: 'data.num_workers' must be >= 0")
     if t.max_epochs < 1 and t.max_steps < 1:
         p.append(f"{source}: set 'trainer.max_epochs' or 'trainer.max_steps' to a positive value")
+    if cfg.optim.scheduler == "plateau" and cfg.optim.warmup_epochs > 0:
+        p.append(f"{source}: 'optim.warmup_epochs' is not supported with optim.scheduler=plateau")
     if t.strategy == "ddp_spawn" and t.num_nodes > 1:
         p.append(f"{source}: 'trainer.strategy'=ddp_spawn cannot span nodes; use ddp")
     for name in ("ckpt", "resume"):

@@ -168,6 +168,9 @@ def _build(cfg: RunConfig) -> tuple[Any, Any]:
 
 
 def fit(cfg: RunConfig) -> Path:
+    from vislab.train.signals import catch_signals
+
+    catch_signals()  # before the slow imports: a Slurm signal during start-up is handled at the first step
     import pytorch_lightning as pl
     import torch
     from pytorch_lightning.loggers import CSVLogger
@@ -188,8 +191,8 @@ def fit(cfg: RunConfig) -> Path:
     wb = wandb_logger(cfg, run.dir, {**to_dict(cfg), "derived": cfg.derived()}) if is_rank_zero() else None
     if wb is not None:
         loggers.append(wb)
-    trainer = build_trainer(cfg, run.dir, loggers)
-    model = torch.compile(module) if cfg.trainer.compile else module
+    trainer = build_trainer(cfg, run.dir, loggers, extra_callbacks=job_callbacks(cfg, run.dir))
+    model: Any = torch.compile(module) if cfg.trainer.compile else module
     if is_rank_zero():
         print(f"run directory: {run.dir}" + (f" (resuming from {run.resume_ckpt})" if run.resume_ckpt else ""),
               file=sys.stderr, flush=True)
@@ -199,7 +202,7 @@ def fit(cfg: RunConfig) -> Path:
     # the checkpoint's state_dict holds the EMA weights: test those (the EMA callback would restore the raw ones)
     from pytorch_lightning.callbacks.weight_averaging import WeightAveraging
 
-    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]
+    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]  # type: ignore[attr-defined]
     results = trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     report = test_report(module)
@@ -218,6 +221,15 @@ def fit(cfg: RunConfig) -> Path:
         if summary.get("wandb", {}).get("mode") == "offline":
             print(f"wandb (offline): wandb sync {run.dir / 'wandb'}/offline-run-*", file=sys.stderr)
     return run.dir
+
+
+def job_callbacks(cfg: RunConfig, run_dir: Path) -> list[Any]:
+    """Checkpoint-and-stop on SIGUSR1/SIGTERM (Slurm requeue), and the optional sample-key audit log."""
+    from vislab.train.keylog import SampleKeyLog
+    from vislab.train.preemption import Preemption
+
+    # the key log first: a batch that goes into the stop checkpoint has been logged
+    return ([SampleKeyLog(run_dir)] if cfg.logger.sample_keys else []) + [Preemption(run_dir)]
 
 
 def test_report(module: Any) -> dict[str, Any]:

@@ -48,11 +48,17 @@ def run_schema(name: str, model: type, data: type = DataConfig) -> type:
     )
 
 
-def register_task(name: str, *, model: type, data: type, impl: str, check: Check, monitor: str,
-                  monitor_mode: str, description: str) -> Task:
+def register_task(name: str, *, impl: str, check: Check, monitor: str, monitor_mode: str, description: str,
+                  schema: type | None = None, model: type | None = None, data: type = DataConfig) -> Task:
+    """Register a family. Give `schema` (a typed RunConfig subclass, best for type checking) or
+    `model` (+ `data`) dataclasses to have one made."""
     if name in TASKS:
         raise ValueError(f"task '{name}' registered twice")
-    TASKS[name] = Task(name, run_schema(name, model, data), impl, check, monitor, monitor_mode, description)
+    if schema is None:
+        if model is None:
+            raise ValueError(f"task '{name}': give schema= or model=")
+        schema = run_schema(name, model, data)
+    TASKS[name] = Task(name, schema, impl, check, monitor, monitor_mode, description)
     return TASKS[name]
 
 
@@ -105,8 +111,17 @@ def _register_all() -> None:
     if _registered:
         return
     _registered = True
-    from vislab.train.schemas.classify import ClassifierModelConfig, ImageDataConfig
+    from vislab.train.schemas.classify import ClassifyConfig
 
-    register_task("classify", model=ClassifierModelConfig, data=ImageDataConfig, impl="vislab.models.classifier",
+    register_task("classify", schema=ClassifyConfig, impl="vislab.models.classifier",
                   check=_check_classify, monitor="val/acc1", monitor_mode="max",
                   description="image classification with any torchvision or vislab architecture")
+    from vislab.train.schemas.spikes import CalciumDataConfig, SpikeModelConfig, check_spikes
+
+    register_task("spikes", model=SpikeModelConfig, data=CalciumDataConfig, impl="vislab.models.spike_task",
+                  check=check_spikes, monitor="val/corr", monitor_mode="max",
+                  description="calcium spike inference (CASCADE-like CNN, STM baseline) on ground truth")
+    from vislab.train.schemas.v1 import V1Config, check as check_v1
+
+    register_task("v1", schema=V1Config, impl="vislab.models.v1.module", check=check_v1, monitor="val/corr",
+                  monitor_mode="max", description="mouse-V1 response predictors: shared core, per-session readouts")

@@ -50,8 +50,9 @@ class StreamPosition(Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        loader = trainer.fit_loop._combined_loader.flattened[0] if trainer.fit_loop._combined_loader else None
-        if hasattr(loader, "mark_consumed"):
+        combined = trainer.fit_loop._combined_loader
+        loader = combined.flattened[0] if combined is not None else None
+        if loader is not None and hasattr(loader, "mark_consumed"):
             loader.mark_consumed(batch_idx + 1)
 
 
@@ -169,4 +170,14 @@ def build_trainer(cfg: RunConfig, run_dir: Path, loggers: list[Logger] | None = 
         enable_model_summary=stage == "fit",
         use_distributed_sampler=False,  # the shard streams split data across ranks themselves
         num_sanity_val_steps=0 if stage != "fit" else 2,
+        plugins=_cluster_plugins(),
     )
+
+
+def _cluster_plugins() -> list[Any]:
+    """Under srun: Slurm's ranks, without Lightning's requeue handler, which checkpoints from inside the
+    signal handler while the step's DDP collectives may be in flight (vislab.train.preemption acts at a
+    step boundary instead)."""
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []

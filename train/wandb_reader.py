@@ -77,7 +77,7 @@ def read_run(path: str | Path) -> dict[str, Any]:
     kinds: Counter[str] = Counter()
     run_id = ""
     for payload in _payloads(file):
-        rec = pb.Record()
+        rec = pb.Record()  # type: ignore[attr-defined]
         rec.ParseFromString(payload)
         kind = rec.WhichOneof("record_type")
         kinds[kind] += 1

@@ -33,5 +33,7 @@ def register_importer(imp: Importer) -> Importer:
 def load_importers() -> dict[str, Importer]:
     """Import the modules that register importers (explicit list: no plugin magic)."""
     from vislab.data.importers import imagefolder  # noqa: F401
+    from vislab.data.importers import cascade, spikefinder  # noqa: F401  (calcium ground truth)
+    from vislab.data.importers import neural_arrays, static_v1  # noqa: F401  (V1 recordings)
 
     return IMPORTERS

@@ -71,14 +71,15 @@ def encode_image(item: tuple[str, int], root: str, max_side: int | None, quality
         return {"__key__": _key(rel), "png": data, "cls": label}
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as im:
+    with Image.open(io.BytesIO(data)) as opened:
+        im: Image.Image = opened
         needs_resize = max_side is not None and max(im.size) > max_side
         if data.startswith(JPEG_MAGIC) and not needs_resize:
             return {"__key__": _key(rel), "jpg": data, "cls": label}
         if needs_resize:
             assert max_side is not None
             scale = max_side / max(im.size)
-            im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BICUBIC)
+            im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.BICUBIC)
         buf = io.BytesIO()
         if im.mode in ("RGB", "L"):
             im.save(buf, format="JPEG", quality=quality)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vislab.train.config import DataConfig
+from vislab.train.config import DataConfig, RunConfig
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -43,3 +43,11 @@ class ClassifierModelConfig:
     label_smoothing: float = 0.0
     dropout: float | None = None
     """Dropout before the classifier, for architectures whose constructor takes `dropout`."""
+
+
+@dataclass
+class ClassifyConfig(RunConfig):
+    """A `task: classify` run."""
+
+    data: ImageDataConfig = field(default_factory=ImageDataConfig)
+    model: ClassifierModelConfig = field(default_factory=ClassifierModelConfig)

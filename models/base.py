@@ -54,6 +54,12 @@ class VislabModule(pl.LightningModule):
         if self.logger is not None:
             self.logger.log_hyperparams({"derived": self.cfg.derived()})
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # samples lost to bad shards under data.on_error=skip: counted, never silent
+        skipped = batch.get("skipped") if isinstance(batch, dict) else None
+        if skipped:
+            self.log("train/skipped_samples", float(skipped), reduce_fx="sum", on_step=False, on_epoch=True)
+
     # ----- checkpoints carry their config -----
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CKPT_KEY] = {"config": to_dict(self.cfg), "meta": self.meta}

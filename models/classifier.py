@@ -125,8 +125,6 @@ class ClassifierModule(VislabModule):
         self.log("train/loss", loss, prog_bar=True)
         if "target" not in batch:
             self.log("train/acc1", (logits.argmax(1) == batch["label"]).float().mean())
-        if batch.get("skipped"):
-            self.log("train/skipped_samples", float(batch["skipped"]), reduce_fx="sum")
         return loss
 
     def _eval_step(self, batch: dict[str, Any], split: str) -> None:

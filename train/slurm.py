@@ -303,7 +303,7 @@ def record_submission(job: Job, job_id: str) -> None:
 
 
 def submit(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_intermixed_args(argv)
     command = shlex.join(["vislab", "submit", *argv])
     sweep = load_sweep(args.sweep) if args.sweep else None
     if sweep and args.max_parallel is not None:

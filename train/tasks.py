@@ -125,3 +125,11 @@ def _register_all() -> None:
 
     register_task("v1", schema=V1Config, impl="vislab.models.v1.module", check=check_v1, monitor="val/corr",
                   monitor_mode="max", description="mouse-V1 response predictors: shared core, per-session readouts")
+    from vislab.train.schemas.transfer import SaliencyConfig, TransferConfig, check_saliency, check_transfer
+
+    register_task("transfer", schema=TransferConfig, impl="vislab.models.transfer", check=check_transfer,
+                  monitor="val/acc1", monitor_mode="max",
+                  description="linear probe or fine-tuning of a pretrained backbone on a new label set")
+    register_task("saliency", schema=SaliencyConfig, impl="vislab.models.saliency", check=check_saliency,
+                  monitor="val/ig", monitor_mode="max",
+                  description="DeepGaze-II-style fixation density from frozen multi-layer backbone features")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from vislab.train.config import DataConfig
+from vislab.train.config import DataConfig, RunConfig
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -134,6 +134,22 @@ class FixationDataConfig(DataConfig):
     center_bias_bandwidths: list[float] = field(default_factory=lambda: [0.02, 0.03, 0.05, 0.07, 0.1, 0.14])
     """Candidate Gaussian KDE widths (fraction of the density width) for the centre bias; the one with the
     best likelihood on held-out training images is used."""
+
+
+@dataclass
+class TransferConfig(RunConfig):
+    """A `task: transfer` run."""
+
+    data: TransferDataConfig = field(default_factory=TransferDataConfig)
+    model: TransferModelConfig = field(default_factory=TransferModelConfig)
+
+
+@dataclass
+class SaliencyConfig(RunConfig):
+    """A `task: saliency` run."""
+
+    data: FixationDataConfig = field(default_factory=FixationDataConfig)
+    model: SaliencyModelConfig = field(default_factory=SaliencyModelConfig)
 
 
 # ------------------------------------------------------------------------------------------- checks

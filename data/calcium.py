@@ -16,7 +16,6 @@ import math
 import warnings
 
 import numpy as np
-from scipy.integrate import cumulative_trapezoid
 from scipy.ndimage import gaussian_filter1d
 
 # median(|N(0, 2 s^2)|) = 0.6745 * sqrt(2) * s: the median |frame-to-frame difference| of white noise of std s
@@ -51,28 +50,21 @@ def num_resampled(n: int, frame_rate: float, target_rate: float) -> int:
 def resample_trace(x: np.ndarray, frame_rate: float, target_rate: float) -> np.ndarray:
     """Resample (..., n) finite traces to `target_rate`: (..., num_resampled(n, f, target_rate)).
 
-    Downsampling averages the piecewise-linear trace over each target bin (a boxcar anti-alias filter: what
-    a slower camera integrating light would record, and noise level nu stays unchanged); upsampling
-    interpolates linearly at the bin centres. Both are local (an artefact spans at most one frame), so
-    short training windows and NaN-split stretches can be resampled without the edge ringing of
+    Downsampling averages the frames each target bin overlaps, weighted by the overlap (what a slower
+    camera integrating the same light would record; the noise level nu of white noise is unchanged).
+    Upsampling interpolates linearly at the target bin centres. Both are local (an artefact spans at most
+    one frame), so short training pieces and NaN-split stretches are resampled without the edge ringing of
     `scipy.signal.resample` / `resample_poly`, and training and inference use the very same operation.
     """
     x = np.asarray(x, dtype=np.float64)
     n = x.shape[-1]
     m = num_resampled(n, frame_rate, target_rate)
-    if m == 0:
-        return np.zeros((*x.shape[:-1], 0))
     if abs(target_rate - frame_rate) < 1e-9 * frame_rate:
         return x[..., :m].copy()
-    # positions in units of input frames, measured from the centre of frame 0
     if target_rate > frame_rate:
-        centres = (np.arange(m) + 0.5) * (frame_rate / target_rate) - 0.5
-        return _interp(x, centres)
-    edges = np.arange(m + 1) * (frame_rate / target_rate) - 0.5
-    padded = np.concatenate([x[..., :1], x, x[..., -1:]], axis=-1)  # constant beyond the first/last centre
-    integral = cumulative_trapezoid(padded, dx=1.0, axis=-1, initial=0.0)  # at positions -1, 0, ..., n
-    cum = _interp(integral, edges + 1.0)
-    return np.diff(cum, axis=-1) / (frame_rate / target_rate)
+        centres = (np.arange(m) + 0.5) * (frame_rate / target_rate) - 0.5  # in input frames from frame 0's centre
+        return _interp(x, centres) if m else np.zeros((*x.shape[:-1], 0))
+    return rebin_counts(x, frame_rate, target_rate, num_out=m) * (target_rate / frame_rate)
 
 
 def _interp(y: np.ndarray, positions: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ class ShardDataModule(pl.LightningDataModule):
         self.dirs = split_dirs(cfg.data.root)
         self.manifests: dict[str, Manifest] = {s: check_shard_set(d) for s, d in self.dirs.items()}
         self._train: StreamLoader | None = None
+        self._resume_position: dict[str, int] | None = None
 
     # ----- facts for the model (class names, sessions, statistics) -----
     @property
@@ -64,7 +65,19 @@ class ShardDataModule(pl.LightningDataModule):
             collate=self.collate,
         )
         self._train = StreamLoader(stream, self.cfg.data.num_workers, pin_memory=torch.cuda.is_available())
+        if self._resume_position is not None:
+            self._train.load_state_dict(self._resume_position)
+            self._resume_position = None
         return self._train
+
+    # ----- the training stream's position travels in checkpoints as this module's state -----
+    # (Lightning 2.6 restores a datamodule before `configure_optimizers` builds and iterates the training loader
+    # to count its steps; the loader's own state would only be loaded after that, i.e. never take effect)
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_position": self._train.state_dict()} if self._train is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume_position = state_dict.get("train_position")
 
     def eval_loader(self, split: str, rank: int | None = None, world_size: int | None = None) -> DataLoader:
         r, w = self._rank()

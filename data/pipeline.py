@@ -219,8 +219,8 @@ def loader_kwargs(num_workers: int, pin_memory: bool) -> dict[str, Any]:
 class StreamLoader:
     """The training loader Lightning sees: fixed length per epoch, `set_epoch`, and a resumable position.
 
-    Lightning stores `state_dict()` in checkpoints and calls `load_state_dict()` before the first
-    `iter()` on resume, so a requeued job continues the epoch at the batch where it stopped.
+    `state_dict()` goes into checkpoints (as ShardDataModule's state) and `load_state_dict()` is applied
+    before the first `iter()` on resume, so a requeued job continues the epoch at the batch where it stopped.
     `mark_consumed` is called after every finished training batch (see train/trainer.py).
     """
 
@@ -247,16 +247,20 @@ class StreamLoader:
         return {"epoch": self.stream.epoch, "batches": self.consumed, "seed": self.stream.seed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.stream.epoch = int(state["epoch"])
-        self.stream.skip_batches = int(state["batches"]) % max(1, self.stream.batches_per_rank)
-        self.consumed = self.stream.skip_batches
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        if batches >= self.stream.batches_per_rank:  # saved at the end of an epoch: resume with the next one
+            epoch, batches = epoch + 1, 0
+        self.stream.epoch = epoch
+        self.stream.skip_batches = batches
+        self.consumed = batches
 
     def __iter__(self) -> Iterator[Any]:
-        # workers copy the stream when the iterator starts: give them this epoch's skip, keep none for later
+        # A generator: nothing starts before the first batch is asked for. Lightning calls iter() once only to
+        # check the loader, and again before `set_epoch` / the resume position are applied; the skip stays
+        # until `set_epoch` moves to the next epoch.
         stream = dataclasses.replace(self.stream)
-        self.stream.skip_batches = 0
         self.consumed = stream.skip_batches
-        return iter(DataLoader(stream, **loader_kwargs(self.num_workers, self.pin_memory)))
+        yield from DataLoader(stream, **loader_kwargs(self.num_workers, self.pin_memory))
 
 
 def epoch_batches(num_samples: int, world_size: int, batch_size: int) -> int:

@@ -24,12 +24,13 @@ from vislab.train.schemas.spikes import SimulationConfig
 INDICATORS = [(0.4, 0.05, 0.35), (1.2, 0.08, 0.6), (0.8, 0.02, 0.12)]
 
 
-def spike_train(rng: np.random.Generator, duration_s: float, mean_rate: float, dt: float = 1e-3) -> np.ndarray:
-    """Spike times (s) of a bursty inhomogeneous Poisson process with the given mean rate."""
+def spike_train(rng: np.random.Generator, duration_s: float, mean_rate: float, burstiness: float,
+                dt: float = 1e-3) -> np.ndarray:
+    """Spike times (s) of an inhomogeneous Poisson process: log-rate fluctuating with std `burstiness`."""
     n = int(duration_s / dt)
     drive = gaussian_filter1d(rng.normal(size=n), sigma=0.3 / dt)  # fluctuations on a 0.3 s time scale
     drive /= drive.std()
-    rate = np.exp(1.2 * drive)
+    rate = np.exp(burstiness * drive)
     rate *= mean_rate / rate.mean()
     return np.flatnonzero(rng.uniform(size=n) < rate * dt) * dt
 
@@ -56,7 +57,7 @@ def simulate_recordings(cfg: SimulationConfig) -> list[Recording]:
         decay, rise, amp = INDICATORS[d % len(INDICATORS)]
         name = f"SIM{d:02d}-tau{decay:g}s"
         for k in range(cfg.neurons):
-            spikes = spike_train(rng, cfg.duration_s, cfg.spike_rate * rng.uniform(0.5, 1.5))
+            spikes = spike_train(rng, cfg.duration_s, cfg.spike_rate * rng.uniform(0.5, 1.5), cfg.burstiness)
             gain = amp * rng.uniform(0.7, 1.3)
             x = calcium_trace(spikes, cfg.duration_s, cfg.frame_rate, decay, rise, gain, rng, cfg.noise_level)
             out.extend(split_recording(name, f"neuron{k:03d}", 0, None, x, cfg.frame_rate, spikes))

@@ -1,8 +1,18 @@
-"""Load a vislab export without Lightning and without pickle: `model.json` + `model.safetensors`.
+"""Load a vislab export without Lightning and without pickle, in the format the consumer needs.
+
+An export directory holds `model.json` (how to rebuild the network, normalisation, input size, class
+names, metrics, provenance, verification results) and one or more of:
+
+    model.safetensors   weights  -> load_exported(dir)          (rebuilds the network from `spec`)
+    model.pt            weights  -> load_exported(dir)          (torch state dict, read with weights_only)
+    model.ts            TorchScript, dynamic batch -> load_torchscript(dir)   (no vislab needed)
+    model.onnx          ONNX, dynamic batch        -> onnx_session(dir)       (onnxruntime)
 
     from vislab.models.exported import load_exported
     model, info = load_exported("exports/resnet50-run")   # eval mode, CPU
-    info["mean"], info["std"], info["input_size"], info["class_names"]
+    info["mean"], info["std"], info["input_size"], info["class_names"], info["provenance"]
+
+Backbones exported with `--backbone-only` load as `vislab.models.backbones.Backbone` (see `load_backbone`).
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from torch import nn
 
 MODEL_JSON = "model.json"
 WEIGHTS = "model.safetensors"
+FILES = {"safetensors": WEIGHTS, "state_dict": "model.pt", "torchscript": "model.ts", "onnx": "model.onnx"}
 
 
 def build_from_spec(spec: dict[str, Any]) -> nn.Module:
@@ -27,17 +38,61 @@ def build_from_spec(spec: dict[str, Any]) -> nn.Module:
     return fn(**spec.get("kwargs", {}))
 
 
-def load_exported(directory: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    from safetensors.torch import load_file
-
+def read_info(directory: str | Path) -> dict[str, Any]:
     d = Path(directory)
     if not (d / MODEL_JSON).is_file():
         raise FileNotFoundError(f"{d}: no {MODEL_JSON}: not a vislab export")
-    info = json.loads((d / MODEL_JSON).read_text())
+    return json.loads((d / MODEL_JSON).read_text())
+
+
+def export_file(directory: str | Path, fmt: str) -> Path:
+    """The file of format `fmt` in an export, or FileNotFoundError naming the formats it has."""
+    d = Path(directory)
+    path = d / read_info(d).get("files", {}).get(fmt, FILES[fmt])
+    if not path.is_file():
+        have = [f for f, name in FILES.items() if (d / name).is_file()]
+        raise FileNotFoundError(f"{d}: no {fmt} file ({path.name}); this export has: {', '.join(have) or 'nothing'}")
+    return path
+
+
+def load_weights(directory: str | Path, map_location: str = "cpu") -> dict[str, Any]:
+    """The exported state dict: model.safetensors, else model.pt."""
+    d = Path(directory)
+    info = read_info(d)
+    name = info.get("weights", WEIGHTS)
+    if (d / name).is_file() and name.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(str(d / name), device=map_location)
+    pt = d / FILES["state_dict"]
+    if pt.is_file():
+        import torch
+
+        return torch.load(pt, map_location=map_location, weights_only=True)
+    export_file(d, "safetensors")  # raises, naming the formats present
+    raise AssertionError("unreachable")
+
+
+def load_exported(directory: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """(network in eval mode, model.json) from the safetensors or state-dict weights of an export."""
+    d = Path(directory)
+    info = read_info(d)
     model = build_from_spec(info["spec"])
-    state = load_file(str(d / info.get("weights", WEIGHTS)), device=map_location)
-    load_state_strict(model, state, source=str(d))
+    load_state_strict(model, load_weights(d, map_location), source=str(d))
     return model.eval(), info
+
+
+def load_torchscript(directory: str | Path, map_location: str = "cpu") -> Any:
+    import torch
+
+    return torch.jit.load(str(export_file(directory, "torchscript")), map_location=map_location).eval()
+
+
+def onnx_session(directory: str | Path) -> Any:
+    """An onnxruntime CPU session; run it with `session.run(None, {"input": x.numpy()})[0]`."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(export_file(directory, "onnx")), providers=["CPUExecutionProvider"])
 
 
 def load_state_strict(model: nn.Module, state: dict[str, Any], source: str) -> None:

@@ -189,6 +189,8 @@ class SpikeModule(VislabModule):
     # ----- evaluation: the inference pipeline on whole recordings, scored per neuron -----
     def _eval_step(self, batch: dict[str, Any]) -> None:
         for rec in batch["recordings"]:
+            # the DataLoader turns numpy arrays into tensors; the inference pipeline works on numpy
+            rec = {**rec, "trace": np.asarray(rec["trace"], dtype=np.float64), "spikes": np.asarray(rec["spikes"])}
             trace = rec["trace"][None]
             pred = infer(self.model, trace, float(rec["frame_rate"]), self.cfg.data.frame_rate,
                          noise_levels=np.array([rec["noise_level"]]), members=True)[0]  # (1 + E, T)

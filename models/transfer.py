@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from vislab.data.features import COMPLETE, FeatureDecode, cache_dir, extract_features, wait_for_features
+from vislab.data.features import cached_features
 from vislab.data.images import ImageDecode
 from vislab.data.modules import ShardDataModule
 from vislab.models.backbones import Backbone, pretrained_backbone
@@ -66,7 +70,7 @@ def datamodule(cfg: TransferConfig) -> ShardDataModule:
     return ShardDataModule(feature_cfg, {"train": FeatureDecode(), "eval": FeatureDecode()})
 
 
-def _weights_identity(weights: str | None) -> str | None:
+def weights_identity(weights: str | None) -> str | None:
     """The weights named by content where they are files (a rewritten file must not reuse old features)."""
     if weights is None:
         return None
@@ -79,25 +83,58 @@ def _weights_identity(weights: str | None) -> str | None:
 
 
 def feature_root(cfg: TransferConfig, pre: dict[str, Any]) -> Path:
-    """The cached features of this backbone + preprocessing + data, extracted by rank 0 if missing."""
+    """The cached pre-logit features of this backbone + preprocessing + data (computed by rank 0 if missing)."""
     from vislab.train.run import global_rank
 
     b = cfg.model.backbone
-    spec = {"architecture": b.name, "weights": _weights_identity(b.weights), "key_map": dict(b.key_map),
+    spec = {"architecture": b.name, "weights": weights_identity(b.weights), "key_map": dict(b.key_map),
             "eval_crop": pre["eval_crop"], "eval_resize": pre["eval_resize"], "mean": pre["mean"], "std": pre["std"],
             "features": "pre_logits"}
-    out = cache_dir(cfg.model.feature_cache, cfg.data.root, spec)
-    if (out / COMPLETE).is_file():
+
+    def compute() -> PreLogits:
+        def backbone() -> Backbone:
+            return pretrained_backbone(b.name, b.weights, num_classes=0, key_map=dict(b.key_map), download=b.download)
+
+        return PreLogits(image_decoders(cfg, pre)["eval"], backbone, pre["mean"], pre["std"], cfg.per_rank_eval_batch_size())
+
+    return cached_features(cfg.data.root, cfg.model.feature_cache, spec, compute, rank=global_rank(),
+                           timeout_s=cfg.trainer.ddp_timeout_s * 4)
+
+
+@dataclass
+class PreLogits:
+    """Raw image samples of one shard -> {'npy': float32 (num_features,), 'cls': label} (feature cache)."""
+
+    decode: Callable[[dict[str, Any]], dict[str, Any]]
+    backbone: Callable[[], Backbone]
+    mean: list[float]
+    std: list[float]
+    batch_size: int = 64
+    _model: Backbone | None = None
+
+    @torch.inference_mode()
+    def __call__(self, raw: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
+        if self._model is None:
+            self._model = self.backbone().eval().to(memory_format=torch.channels_last)
+        decoded = [self.decode(s) for s in raw]
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1) * 255
+        std = torch.tensor(self.std).view(1, -1, 1, 1) * 255
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(decoded), self.batch_size):
+            chunk = decoded[i:i + self.batch_size]
+            x = ((torch.stack([d["image"] for d in chunk]).float() - mean) / std).contiguous(memory_format=torch.channels_last)
+            feats = self._model.forward_head(self._model.forward_features(x), pre_logits=True).float().numpy()
+            out.extend({"__key__": d["key"], "npy": f, "cls": int(d["label"])} for d, f in zip(chunk, feats, strict=True))
         return out
-    if global_rank() != 0:
-        return wait_for_features(out, timeout_s=cfg.trainer.ddp_timeout_s * 4)
 
-    def backbone() -> nn.Module:
-        return pretrained_backbone(b.name, b.weights, num_classes=0, key_map=dict(b.key_map), download=b.download)
 
-    print(f"extracting {b.name} features of {cfg.data.root} into {out}", flush=True)
-    return extract_features(cfg.data.root, out, decode=image_decoders(cfg, pre)["eval"], backbone=backbone,
-                            mean=pre["mean"], std=pre["std"], spec=spec, batch_size=cfg.per_rank_eval_batch_size())
+@dataclass
+class FeatureDecode:
+    """Picklable decode of a cached feature sample: {'features': (D,) float32, 'label': int, 'key': str}."""
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        features = np.load(io.BytesIO(sample["npy"]), allow_pickle=False)
+        return {"features": torch.from_numpy(features), "label": int(sample["cls"]), "key": sample["__key__"]}
 
 
 # --------------------------------------------------------------------------------------- export hooks

@@ -8,8 +8,12 @@
     vislab fit RUN_DIR [key=value ...]            # resume a run (same run dir, same wandb run)
     vislab validate|test CONFIG ckpt=PATH         # metrics as one JSON object on stdout
     vislab export RUN_DIR --out DIR               # safetensors + model.json, verified
+                  [--format onnx,torchscript,state_dict] [--backbone-only [--with-head]] [--wandb]
     vislab submit CONFIG [key=value ...] [--nodes N --gpus-per-node G --time T ...] [--sweep S] [--dry-run]
     vislab runs [RUNS_ROOT]                       # runs with Slurm state, step, metric, best checkpoint
+    vislab infer MODEL TRACES --frame-rate F --out spikes.npy   # spike rates of (num_neurons, T) dF/F
+    vislab crossval CONFIG [key=value ...]        # leave-one-dataset-out over the calcium datasets
+    vislab simulate v1 OUT [--sessions 2 ...]     # model V1 neurons with known RFs, in the Sinz static layout
 
 Three ways to run a config:
     one CPU process:       vislab fit configs/classify/digits.yaml trainer.devices=1
@@ -162,13 +166,21 @@ def cmd_shard_verify(argv: list[str]) -> int:
 
 
 def cmd_export(argv: list[str]) -> int:
-    p = _parser("export", "Export a run's best weights (safetensors + model.json), verified by reloading.")
+    p = _parser("export", "Export a run's best weights + model.json in one or more formats, each verified by\n"
+                          "reloading it and comparing outputs on a real batch (max abs diff in model.json).")
     p.add_argument("source", type=Path, help="run directory or .ckpt file")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--format", default="safetensors",
+                   help="safetensors, state_dict, torchscript, onnx, or several comma-separated (default safetensors)")
+    p.add_argument("--backbone-only", action="store_true",
+                   help="write the network as a backbone without classifier (load with load_backbone(DIR))")
+    p.add_argument("--with-head", action="store_true", help="with --backbone-only: keep the classifier and class names")
+    p.add_argument("--wandb", action="store_true", help="log the export as a wandb artifact (offline without a server)")
     a = p.parse_args(argv)
-    from vislab.train.export import export_run
+    from vislab.train.export import export_run, parse_formats
 
-    print(export_run(a.source, a.out))
+    print(export_run(a.source, a.out, parse_formats(a.format), backbone_only=a.backbone_only, with_head=a.with_head,
+                     wandb=a.wandb))
     return 0
 
 
@@ -200,6 +212,29 @@ def cmd_runs(argv: list[str]) -> int:
     return runs(argv)
 
 
+def cmd_simulate(argv: list[str]) -> int:
+    """`vislab simulate v1 OUT [...]`: data with known ground truth, in a real recording layout."""
+    simulators = {"v1": "vislab.data.simulate_v1"}
+    if not argv or argv[0] not in simulators:
+        print(f"usage: vislab simulate {{{','.join(simulators)}}} OUT [options] (--help for the options)", file=sys.stderr)
+        return 2
+    import importlib
+
+    return int(importlib.import_module(simulators[argv[0]]).main(argv[1:]))
+
+
+def cmd_infer(argv: list[str]) -> int:
+    from vislab.train.infer import cmd_infer as infer
+
+    return infer(argv)
+
+
+def cmd_crossval(argv: list[str]) -> int:
+    from vislab.train.crossval import cmd_crossval as crossval
+
+    return crossval(argv)
+
+
 VERBS: dict[str, Verb] = {
     "fit": cmd_fit,
     "validate": _cmd_eval("validate"),
@@ -211,6 +246,9 @@ VERBS: dict[str, Verb] = {
     "demo": cmd_demo,
     "submit": cmd_submit,
     "runs": cmd_runs,
+    "infer": cmd_infer,
+    "crossval": cmd_crossval,
+    "simulate": cmd_simulate,
 }
 
 

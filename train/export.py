@@ -1,26 +1,41 @@
-"""`vislab export RUN_DIR --out DIR`: the best weights as safetensors + `model.json`, verified by reloading.
+"""`vislab export RUN_DIR --out DIR [--format F[,F...]] [--backbone-only [--with-head]] [--wandb]`.
 
-model.json holds what a consumer needs with no Lightning and no pickle: how to rebuild the network
-(`spec`), class names, input size, normalisation, the run's metrics and config, and the git commit.
-The export is loaded back and its outputs compared with the checkpoint's on a real batch.
+Formats: `safetensors` (default; + model.json, loaded by `vislab.models.exported.load_exported`),
+`state_dict` (model.pt), `torchscript` (model.ts) and `onnx` (model.onnx), the last two with a dynamic
+batch dimension. Every written format is loaded back (ONNX through onnxruntime) and its outputs compared
+with the checkpoint's on a real batch of the run's data, at another batch size than the one traced; the
+max abs differences go to model.json (`verification`, and their maximum as `max_abs_diff`).
+
+`--backbone-only` (classify and transfer runs) writes the network as a `Backbone` without its classifier,
+loadable by path with `vislab.models.backbones.load_backbone(DIR)` (transfer configs: `model.backbone.weights:
+DIR`; the V1 pretrained core); `--with-head` keeps the classifier and its class names. model.json keeps the
+provenance chain: this run first, then the runs its backbone came from. `--wandb` logs the export as a
+wandb artifact (offline without a server) with the metrics and verification as metadata.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from vislab.models.exported import MODEL_JSON, WEIGHTS, build_from_spec, load_exported, load_state_strict
+from vislab.models.exported import FILES, MODEL_JSON, build_from_spec, load_exported, load_state_strict
 from vislab.train.checkpoints import load_checkpoint
 from vislab.train.config import ConfigError, RunConfig, from_dict, to_dict
 from vislab.train.run import SUMMARY_FILE, git_commit
 from vislab.train.tasks import get_task
+
+Format = Literal["safetensors", "state_dict", "torchscript", "onnx"]
+FORMATS: tuple[Format, ...] = ("safetensors", "state_dict", "torchscript", "onnx")
+# max abs difference allowed, relative to max(1, max |output|): weights formats recompute the same graph
+TOLERANCE = {"safetensors": 1e-6, "state_dict": 1e-6, "torchscript": 1e-4, "onnx": 1e-3}
 
 
 def resolve_checkpoint(source: Path) -> tuple[Path, dict[str, Any]]:
@@ -55,51 +70,171 @@ def sample_batch(cfg: RunConfig, info: dict[str, Any], batch_size: int = 4) -> t
     return torch.randn(batch_size, *size, generator=torch.Generator().manual_seed(0))
 
 
-def export_run(source: Path, out: Path) -> Path:
+def parse_formats(text: str) -> list[Format]:
+    formats = [f.strip() for f in text.split(",") if f.strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise ConfigError([f"--format {text!r}: choose from {', '.join(FORMATS)} (comma-separated)"])
+    return formats  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------- backbones
+def as_backbone(model: nn.Module, cfg: RunConfig, spec: dict[str, Any], with_head: bool) -> tuple[nn.Module, dict[str, Any]]:
+    """The run's network as a `Backbone` (classifier dropped unless `with_head`) and its rebuild spec."""
+    from vislab.models.backbones import Backbone
+
+    if isinstance(model, Backbone):
+        backbone = model
+    elif spec["builder"] == "vislab.models.registry:create_model":
+        try:
+            backbone = Backbone(spec["kwargs"]["name"], model)
+        except ValueError as e:
+            raise ConfigError([f"--backbone-only: {e}"]) from e
+    else:
+        raise ConfigError([f"--backbone-only: a '{cfg.task}' model has no classification backbone "
+                           f"(classify and transfer runs have one)"])
+    if not with_head:
+        backbone.reset_classifier(0)
+    kwargs = {"name": backbone.arch, "num_classes": backbone.num_classes}
+    if spec["kwargs"].get("in_channels", 3) != 3:
+        kwargs["in_channels"] = spec["kwargs"]["in_channels"]
+    return backbone, {"builder": "vislab.models.backbones:build_backbone", "kwargs": kwargs}
+
+
+# ------------------------------------------------------------------------------------------ formats
+def write_format(fmt: Format, model: nn.Module, out: Path, example: torch.Tensor) -> str:
+    """Write `model` in `fmt` under `out` (traced at `example`'s batch size, batch dimension dynamic)."""
+    path = out / FILES[fmt]
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    elif fmt == "state_dict":
+        torch.save(state, path)
+    elif fmt == "torchscript":
+        with warnings.catch_warnings():  # TracerWarnings on Python scalars: shapes other than batch are fixed
+            warnings.simplefilter("ignore")
+            torch.jit.trace(model, example, check_trace=False).save(str(path))
+    else:
+        with warnings.catch_warnings():  # the TorchScript-based exporter (no onnxscript needed) warns it is legacy
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["input"],
+                              output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                              opset_version=17)
+    return path.name
+
+
+@torch.no_grad()
+def run_format(fmt: Format, out: Path, batch: torch.Tensor) -> torch.Tensor:
+    """Outputs of the written `fmt` file, loaded the way a consumer loads it."""
+    from vislab.models.exported import load_torchscript, onnx_session
+
+    if fmt in ("safetensors", "state_dict"):
+        loaded, _ = load_exported(out)
+        return loaded(batch)
+    if fmt == "torchscript":
+        return load_torchscript(out)(batch)
+    return torch.from_numpy(onnx_session(out).run(None, {"input": batch.numpy()})[0])
+
+
+def verify_formats(model: nn.Module, out: Path, batch: torch.Tensor, formats: Sequence[Format]) -> dict[str, Any]:
+    """Reload every format and compare with the checkpoint's model on `batch`; raise if one differs."""
+    with torch.no_grad():
+        ref = model(batch)
+    scale = max(1.0, float(ref.abs().max()))
+    results: dict[str, Any] = {}
+    for fmt in formats:
+        got = run_format(fmt, out, batch)
+        if got.shape != ref.shape:
+            raise RuntimeError(f"export check failed: {fmt} output has shape {tuple(got.shape)}, expected {tuple(ref.shape)}")
+        diff = float((ref - got).abs().max())
+        if diff > TOLERANCE[fmt] * scale:
+            raise RuntimeError(f"export check failed: {fmt} outputs differ by {diff:.3g} after reloading {out}")
+        results[fmt] = {"max_abs_diff": diff, "batch_size": len(batch)}
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- export
+def load_run_model(source: Path) -> tuple[RunConfig, dict[str, Any], dict[str, Any], nn.Module, Path, dict[str, Any]]:
+    """(config, meta, spec, bare network with the checkpoint's weights, checkpoint path, run summary)."""
     ckpt_path, summary = resolve_checkpoint(source)
     ck = load_checkpoint(ckpt_path)
     if "vislab" not in ck:
         raise ConfigError([f"{ckpt_path}: not a vislab checkpoint"])
     cfg = from_dict(ck["vislab"]["config"])
     meta = ck["vislab"].get("meta", {})
-    impl = get_task(cfg.task).implementation()
-    spec = impl.model_spec(cfg, meta)
+    spec = get_task(cfg.task).implementation().model_spec(cfg, meta)
     model = build_from_spec(spec)
-    state = model_state(ck["state_dict"])
-    load_state_strict(model, state, source=str(ckpt_path))
-    model.eval()
+    try:
+        load_state_strict(model, model_state(ck["state_dict"]), source=str(ckpt_path))
+    except ValueError as e:
+        raise ConfigError([str(e)]) from e
+    return cfg, meta, spec, model.eval(), ckpt_path, summary
 
-    out.mkdir(parents=True, exist_ok=True)
-    from safetensors.torch import save_file
 
-    save_file(state, str(out / WEIGHTS))
+def export_run(source: Path, out: Path, formats: Sequence[Format] = ("safetensors",), *, backbone_only: bool = False,
+               with_head: bool = False, wandb: bool = False) -> Path:
+    if with_head and not backbone_only:
+        raise ConfigError(["--with-head goes with --backbone-only (the full model always has its head)"])
+    cfg, meta, spec, model, ckpt_path, summary = load_run_model(source)
+    impl = get_task(cfg.task).implementation()
+    task_info = impl.export_info(cfg, meta)
+    if backbone_only:
+        model, spec = as_backbone(model, cfg, spec, with_head)
+        task_info.update({"num_classes": model.num_classes, "num_features": model.num_features,  # type: ignore[attr-defined]
+                          "class_names": task_info.get("class_names") if with_head else None})
+    run = summary.get("run_dir", str(source))
     info: dict[str, Any] = {
-        "format": "vislab-export/1",
+        "format": "vislab-export/2",
+        "kind": ("backbone+head" if with_head else "backbone") if backbone_only else "model",
         "task": cfg.task,
         "spec": spec,
-        "weights": WEIGHTS,
-        **impl.export_info(cfg, meta),
+        "weights": FILES["safetensors"] if "safetensors" in formats else FILES["state_dict"],
+        **task_info,
         "metrics": summary.get("test_metrics", {}),
         "checkpoint": str(ckpt_path),
-        "source_run": summary.get("run_dir", str(source)),
-        "provenance": [{"run": summary.get("run_dir", str(source)), "checkpoint": str(ckpt_path),
-                        "git_commit": summary.get("git_commit")}],
+        "source_run": run,
+        "provenance": [{"run": run, "checkpoint": str(ckpt_path), "task": cfg.task, "git_commit": summary.get("git_commit"),
+                        "metrics": summary.get("test_metrics", {})}, *task_info.pop("backbone_provenance", [])],
         "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": to_dict(cfg),
     }
+    batch = sample_batch(cfg, info)
+    if len(batch) < 3:  # trace at one batch size, verify at another: proves the batch dimension is dynamic
+        batch = torch.cat([batch] * 3)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MODEL_JSON).write_text(json.dumps(info, indent=1))  # the weights formats reload through it
+    info["files"] = {fmt: write_format(fmt, model, out, batch[:2]) for fmt in formats}
     (out / MODEL_JSON).write_text(json.dumps(info, indent=1))
-    info["max_abs_diff"] = verify_export(model, out, sample_batch(cfg, info))
+    info["verification"] = verify_formats(model, out, batch, formats)
+    info["max_abs_diff"] = max(v["max_abs_diff"] for v in info["verification"].values())
+    if wandb:
+        info["wandb"] = log_export_artifact(cfg, out, info)
     (out / MODEL_JSON).write_text(json.dumps(info, indent=1))
     return out
 
 
-@torch.no_grad()
-def verify_export(model: nn.Module, out: Path, batch: torch.Tensor) -> float:
-    """Reload the export and compare its outputs with the checkpoint's model on `batch`."""
-    loaded, _ = load_exported(out)
-    ref, got = model(batch), loaded(batch)
-    diff = float((ref - got).abs().max()) if isinstance(ref, torch.Tensor) else 0.0
-    if diff > 1e-5:
-        raise RuntimeError(f"export check failed: outputs differ by {diff:.3g} after reloading {out}")
-    return diff
+def log_export_artifact(cfg: RunConfig, out: Path, info: dict[str, Any]) -> dict[str, Any]:
+    """Log the export's files as a wandb `model` artifact, metrics and verification as metadata."""
+    from vislab.train.tracking import resolve_mode
+
+    mode, reason = resolve_mode(cfg)
+    if mode == "disabled":
+        warnings.warn(f"--wandb: tracking is disabled ({reason}); no artifact logged", stacklevel=2)
+        return {"mode": "disabled"}
+    import wandb
+
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{cfg.experiment}-{Path(info['source_run']).name}-{info['kind']}")
+    run = wandb.init(project=cfg.logger.project, entity=cfg.logger.entity, job_type="export", dir=str(out), mode=mode,
+                     config={"source_run": info["source_run"], "formats": list(info["files"])},
+                     settings=wandb.Settings(silent=True))
+    art = wandb.Artifact(name=name, type="model", metadata={"metrics": info["metrics"], "verification": info["verification"],
+                                                             "provenance": info["provenance"], "task": info["task"]})
+    for fname in [MODEL_JSON, *info["files"].values()]:
+        art.add_file(str(out / fname))
+    run.log_artifact(art, aliases=["latest"])
+    run_id, run_dir = run.id, str(Path(run.dir).parent)
+    run.finish()
+    return {"mode": mode, "run_id": run_id, "artifact": name, "dir": run_dir}

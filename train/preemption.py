@@ -32,6 +32,7 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.loggers import WandbLogger
 
 from vislab.train import restarts
 from vislab.train.signals import SIGNALS, requeue, slurm_job_id
@@ -129,12 +130,34 @@ class Preemption(Callback):
         SIGNALS.release()
 
 
+class TerminationSafeWandbLogger(WandbLogger):
+    """A WandbLogger that goes quiet once the process got SIGTERM.
+
+    Slurm sends SIGTERM to every process of the job, wandb's service process included, which exits at once
+    (keeping what it flushed to the .wandb file, see vislab.train.tracking). A later wandb call would raise
+    ConnectionResetError and fail the step before the checkpoint is written; these calls are dropped instead.
+    """
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        if SIGNALS.received != signal.SIGTERM:
+            super().log_metrics(metrics, step)
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        if SIGNALS.received != signal.SIGTERM:
+            super().log_hyperparams(params, *args, **kwargs)
+
+
 def _finish_wandb() -> None:
     """Close the wandb run as 'preempting', so that the restarted job continues it (same id)."""
     if "wandb" not in sys.modules:
         return
     import wandb
 
-    if wandb.run is not None:
+    if wandb.run is None or SIGNALS.received == signal.SIGTERM:
+        return  # after SIGTERM the service process is gone; its data up to ~1 s ago is on disk
+    try:
         wandb.run.mark_preempting()
         wandb.finish()
+    except Exception as e:  # a service that died all the same
+        print(f"[vislab] wandb service already stopped ({type(e).__name__}); the restart continues the run",
+              file=sys.stderr, flush=True)

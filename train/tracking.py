@@ -72,7 +72,7 @@ def wandb_logger(cfg: RunConfig, run_dir: Path, config: dict[str, Any]) -> Any |
     mode, reason = resolve_mode(cfg)
     if mode == "disabled":
         return None
-    from pytorch_lightning.loggers import WandbLogger
+    from vislab.train.preemption import TerminationSafeWandbLogger as WandbLogger
 
     os.environ["WANDB_MODE"] = mode  # rank 0 decides; the env makes the decision stick for wandb internals
     os.environ.setdefault("WANDB_SILENT", "true")
@@ -83,7 +83,9 @@ def wandb_logger(cfg: RunConfig, run_dir: Path, config: dict[str, Any]) -> Any |
         project=lg.project, entity=lg.entity, group=lg.group, tags=list(lg.tags) or None,
         id=wandb_id(run_dir), resume="allow", save_dir=str(run_dir), name=f"{cfg.experiment}/{run_dir.name}",
         offline=mode == "offline", config=config, job_type="fit",
-        settings=wandb.Settings(init_timeout=90, silent=True),
+        # Slurm's SIGTERM (preemption, scancel, requeue) also kills wandb's service process, which keeps only
+        # what it has written to the .wandb file: flush every second instead of every 15 s
+        settings=wandb.Settings(init_timeout=90, silent=True, x_transaction_log_flush_interval=1.0),
     )
     logger._vislab_mode = (mode, reason)  # type: ignore[attr-defined]
     return logger

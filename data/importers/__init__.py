@@ -35,5 +35,6 @@ def load_importers() -> dict[str, Importer]:
     from vislab.data.importers import imagefolder  # noqa: F401
     from vislab.data.importers import cascade, spikefinder  # noqa: F401  (calcium ground truth)
     from vislab.data.importers import neural_arrays, static_v1  # noqa: F401  (V1 recordings)
+    from vislab.data.importers import fixations  # noqa: F401  (eye fixations: OSIE, CSV)
 
     return IMPORTERS

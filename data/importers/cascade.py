@@ -49,10 +49,11 @@ def detect(src: Path) -> bool:
 def load_neuron(path: Path, dataset: str) -> list[Recording]:
     """All finite recording parts of one neuron file; a file of another layout raises ConfigError naming it."""
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     try:
         mat = loadmat(str(path), squeeze_me=True, struct_as_record=False)
-    except (ValueError, OSError, NotImplementedError, TypeError) as e:
+    except (MatReadError, ValueError, OSError, NotImplementedError, TypeError) as e:
         raise ConfigError([f"{path}: not a readable MATLAB file ({e})"]) from e
     if "CAttached" not in mat:
         found = sorted(k for k in mat if not k.startswith("__"))

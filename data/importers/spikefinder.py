@@ -33,7 +33,8 @@ def read_columns(path: Path) -> tuple[list[str], np.ndarray]:
     if not text:
         raise ConfigError([f"{path}: empty file"])
     first = text[0].split(",")
-    header = any(_not_number(c) for c in first)
+    # a header row is names, or spikefinder's column indices 0, 1, ..., n-1 (as pandas writes them)
+    header = any(_not_number(c) for c in first) or (len(first) > 1 and _is_index_row(first))
     try:
         values = np.genfromtxt(path, delimiter=",", skip_header=1 if header else 0, dtype=np.float64, ndmin=2)
     except ValueError as e:
@@ -42,6 +43,13 @@ def read_columns(path: Path) -> tuple[list[str], np.ndarray]:
     if len(names) != values.shape[1]:
         raise ConfigError([f"{path}: header has {len(names)} columns, the data {values.shape[1]}"])
     return names, values.T
+
+
+def _is_index_row(cells: list[str]) -> bool:
+    try:
+        return [float(c.strip().strip('"')) for c in cells] == list(range(len(cells)))
+    except ValueError:
+        return False
 
 
 def _not_number(cell: str) -> bool:

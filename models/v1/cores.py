@@ -47,6 +47,22 @@ def group_sparsity(weight: torch.Tensor) -> torch.Tensor:
     return weight.pow(2).sum(dim=(2, 3)).sqrt().mean()
 
 
+def center_penalty(weight: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance (in pixels) of each output channel's filter-energy centroid from the kernel centre.
+
+    A shift of every filter together with the opposite shift of every readout position leaves the model's
+    predictions unchanged; this weak penalty picks the centred solution, so readout positions are receptive-
+    field positions in image pixels (cf. the centre-of-mass regulariser of openretina's Klindt core)."""
+    energy = weight.pow(2).sum(1)  # (out, k, k)
+    kh, kw = energy.shape[-2:]
+    total = energy.sum(dim=(1, 2)).clamp(min=1e-12)
+    ys = torch.arange(kh, dtype=weight.dtype, device=weight.device) - (kh - 1) / 2
+    xs = torch.arange(kw, dtype=weight.dtype, device=weight.device) - (kw - 1) / 2
+    cy = (energy.sum(2) * ys).sum(1) / total
+    cx = (energy.sum(1) * xs).sum(1) / total
+    return (cx.pow(2) + cy.pow(2)).mean()
+
+
 def _activation(name: Activation) -> nn.Module:
     return {"elu": nn.ELU, "softplus": nn.Softplus, "relu": nn.ReLU}[name]()
 
@@ -72,12 +88,12 @@ class StackedCore(nn.Module):
     def __init__(self, in_channels: int = 1, channels: int = 64, layers: int = 4, input_kernel: int = 9,
                  hidden_kernel: int = 7, activation: Activation = "elu", pad_input: bool = False,
                  depth_separable: bool = False, bn_momentum: float = 0.9, stack: int = -1,
-                 gamma_input: float = 0.0, gamma_hidden: float = 0.0,
+                 gamma_input: float = 0.0, gamma_hidden: float = 0.0, gamma_center: float = 0.0,
                  input_regularizer: InputRegularizer = "laplace_l2norm"):
         super().__init__()
         if layers < 1:
             raise ValueError(f"a stacked core needs at least one layer, got layers={layers}")
-        self.gamma_input, self.gamma_hidden = gamma_input, gamma_hidden
+        self.gamma_input, self.gamma_hidden, self.gamma_center = gamma_input, gamma_hidden, gamma_center
         self.input_regularizer = input_regularizer
         self.depth_separable = depth_separable
         self.stack = list(range(layers))[stack:]
@@ -114,6 +130,9 @@ class StackedCore(nn.Module):
         if self.gamma_hidden and not self.depth_separable and len(self.features) > 1:
             hidden = [group_sparsity(layer.conv.weight) for layer in self.features[1:]]
             reg = reg + self.gamma_hidden * torch.stack(hidden).mean()
+        if self.gamma_center:
+            spatial = [m.weight for m in self.features.modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1]
+            reg = reg + self.gamma_center * torch.stack([center_penalty(w) for w in spatial]).sum()
         return reg
 
     @staticmethod

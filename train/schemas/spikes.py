@@ -25,7 +25,9 @@ class SimulationConfig:
     """Recording length per neuron."""
     frame_rate: float = 30.0
     spike_rate: float = 1.0
-    """Mean firing rate (Hz) of the bursty inhomogeneous Poisson process."""
+    """Mean firing rate (Hz) of the inhomogeneous Poisson process."""
+    burstiness: float = 0.6
+    """Std of the log firing rate (fluctuating on a 0.3 s time scale): 0 = homogeneous Poisson."""
     noise_level: float = 1.0
     """Noise level nu of the simulated recordings (CASCADE units, % per sqrt(Hz))."""
     seed: int = 0

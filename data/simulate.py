@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.signal import lfilter
-
 from vislab.data.calcium import noise_std_for_level
 from vislab.data.recordings import Recording, split_recording, write_calcium_root
 from vislab.train.schemas.spikes import SimulationConfig

@@ -11,7 +11,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
 from vislab.data.calcium import finite_stretches
 from vislab.train.config import ConfigError
 

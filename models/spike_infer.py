@@ -13,25 +13,25 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import numpy as np
 import torch
-from torch import nn
-
 from vislab.data.calcium import finite_stretches, noise_level, num_resampled, rebin_counts, resample_trace
-from vislab.models.spikes import conditions, net_input, windows_of
+from vislab.models.spikes import SpikeCNN, conditions, net_input, windows_of
+from vislab.models.stm import STM
 
 Mode = Literal["trace", "window"]
+SpikeNet: TypeAlias = SpikeCNN | STM
 
 
-def min_frames(net: nn.Module, frame_rate: float, model_rate: float) -> int:
+def min_frames(net: SpikeNet, frame_rate: float, model_rate: float) -> int:
     """Shortest stretch (frames at `frame_rate`) that yields at least one prediction."""
     return int(math.ceil(net.receptive_field * frame_rate / model_rate)) + 1
 
 
 @torch.no_grad()
-def run_network(net: nn.Module, traces: np.ndarray, cond: torch.Tensor | None, mode: Mode = "trace",
+def run_network(net: SpikeNet, traces: np.ndarray, cond: torch.Tensor | None, mode: Mode = "trace",
                 max_frames: int = 4_000_000) -> np.ndarray:
     """(B, m) traces at the model rate -> (B, E, m) spikes per frame (NaN where the window is incomplete).
 
@@ -56,7 +56,7 @@ def run_network(net: nn.Module, traces: np.ndarray, cond: torch.Tensor | None, m
     return out
 
 
-def infer(net: nn.Module, traces: np.ndarray, frame_rate: float, model_rate: float, *,
+def infer(net: SpikeNet, traces: np.ndarray, frame_rate: float, model_rate: float, *,
           noise_levels: np.ndarray | None = None, mode: Mode = "trace", members: bool = False,
           max_frames: int = 4_000_000) -> np.ndarray:
     """(N, T) dF/F at `frame_rate` -> (N, T) spikes per frame, the ensemble mean; NaN where undefined.

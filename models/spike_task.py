@@ -17,17 +17,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import default_collate
-
 from vislab.data.manifest import Manifest
 from vislab.data.modules import ShardDataModule
 from vislab.data.spike_samples import PieceDecode, RecordingDecode, collate_recordings
 from vislab.models.base import VislabModule
 from vislab.models.exported import build_from_spec
-from vislab.models.spike_infer import infer
+from vislab.models.spike_infer import SpikeNet, infer
 from vislab.models.spike_metrics import merge, recording_stats, report
-from vislab.models.spikes import conditions, net_input, receptive_field
+from vislab.models.spikes import SpikeCNN, conditions, net_input, receptive_field
+from vislab.models.stm import STM
 from vislab.train.config import RunConfig
 
 
@@ -116,8 +115,10 @@ def model_spec(cfg: RunConfig, meta: dict[str, Any]) -> dict[str, Any]:
                        "output": "softplus" if m.loss == "poisson" else "linear"}}
 
 
-def bare_model(cfg: RunConfig, meta: dict[str, Any]) -> nn.Module:
-    return build_from_spec(model_spec(cfg, meta))
+def bare_model(cfg: RunConfig, meta: dict[str, Any]) -> SpikeNet:
+    net = build_from_spec(model_spec(cfg, meta))
+    assert isinstance(net, SpikeCNN | STM)
+    return net
 
 
 def export_info(cfg: RunConfig, meta: dict[str, Any]) -> dict[str, Any]:
@@ -162,6 +163,8 @@ def seen_neurons(meta: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 class SpikeModule(VislabModule):
+    model: SpikeNet
+
     def __init__(self, cfg: RunConfig, meta: dict[str, Any] | None = None):
         super().__init__(cfg, meta)
         self.model = bare_model(cfg, self.meta)

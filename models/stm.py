@@ -14,7 +14,6 @@ import math
 
 import torch
 from torch import nn
-
 from vislab.models.spikes import NUM_CONDITIONS
 
 MAX_LOG_RATE = 12.0  # exp() overflows float32 past ~88; a frame never holds e^12 spikes
@@ -31,20 +30,20 @@ class STM(nn.Module):
         self.receptive_field = window
         self.centre = window // 2
         self.u = nn.Conv1d(self.in_channels, e * m, window, bias=False)  # quadratic features u_m
-        self.w = nn.Conv1d(self.in_channels, e * k, window)  # linear term w_k and bias b_k
+        self.w = nn.Conv1d(self.in_channels, e * k, window, bias=False)  # linear term w_k
+        self.b = nn.Parameter(torch.full((e, k), math.log(base_rate / k)))  # b_k: start near a typical rate
         self.beta = nn.Parameter(torch.empty(e, k, m))
         scale = 0.3 / math.sqrt(self.in_channels * window)
         nn.init.normal_(self.u.weight, std=scale)
         nn.init.normal_(self.w.weight, std=scale)
         nn.init.normal_(self.beta, std=0.1)
-        nn.init.constant_(self.w.bias, math.log(base_rate / k))  # start near a typical spikes-per-frame rate
 
     def forward_trace(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T) -> (B, ensemble_size, T - window + 1) non-negative rates (spikes per frame)."""
         b = x.shape[0]
         quad = self.u(x).view(b, self.ensemble_size, self.features, -1) ** 2  # (B, E, M, T')
         lin = self.w(x).view(b, self.ensemble_size, self.components, -1)  # (B, E, K, T')
-        log_rate = torch.einsum("ekm,bemt->bekt", self.beta, quad) + lin
+        log_rate = torch.einsum("ekm,bemt->bekt", self.beta, quad) + lin + self.b[None, :, :, None]
         return torch.exp(torch.clamp(log_rate, max=MAX_LOG_RATE)).sum(dim=2)
 
     def forward_windows(self, x: torch.Tensor) -> torch.Tensor:

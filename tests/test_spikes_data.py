@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from calcium_fixtures import write_cascade_tree
 from scipy.io import savemat
-
 from vislab.data.calcium import (
     add_matched_noise,
     bin_spikes,
@@ -81,38 +81,6 @@ def test_matched_noise_reaches_the_target_level() -> None:
 
 
 # ------------------------------------------------------------------------------------- importers
-def _cattached(recordings: list[dict]) -> np.ndarray:
-    dtype = [("fluo_time", object), ("fluo_mean", object), ("events_AP", object)]
-    arr = np.zeros((1, len(recordings)), dtype=dtype)
-    for i, r in enumerate(recordings):
-        arr[0, i] = (r["fluo_time"], r["fluo_mean"], r["events_AP"])
-    return arr
-
-
-def _recording(rng: np.random.Generator, rate: float, seconds: float, gap: bool = False) -> dict:
-    n = int(rate * seconds)
-    t = np.arange(n) / rate + 0.3
-    spikes = np.sort(rng.uniform(0.3, 0.3 + seconds, size=int(seconds)))
-    x = rng.normal(0, 0.02, n) + sum(0.3 * np.exp(-(t - s) / 0.5) * (t >= s) for s in spikes)
-    if gap:
-        x[n // 2: n // 2 + 20] = np.nan
-        t[n // 2: n // 2 + 20] = np.nan
-    return {"fluo_time": t[:, None], "fluo_mean": x[:, None], "events_AP": (spikes * 1e4)[:, None]}
-
-
-def write_cascade_tree(root: Path, datasets: dict[str, tuple[float, int]], seconds: float = 40.0) -> Path:
-    """A tiny CASCADE-layout folder: datasets {name: (frame rate, neurons)}; neuron 0 has two recordings
-    (one with a NaN gap), the others one (saved as a single struct, as MATLAB does)."""
-    rng = np.random.default_rng(0)
-    for name, (rate, neurons) in datasets.items():
-        (root / name).mkdir(parents=True)
-        for k in range(neurons):
-            recs = [_recording(rng, rate, seconds), _recording(rng, rate, seconds, gap=True)] if k == 0 else \
-                [_recording(rng, rate, seconds)]
-            savemat(root / name / f"CAttached_cell{k}_mini.mat", {"CAttached": _cattached(recs)})
-    return root
-
-
 def test_cascade_import_splits_per_neuron_and_shards_per_dataset(tmp_path: Path) -> None:
     from vislab.data.importers.cascade import detect, load_neuron, run
 
@@ -126,10 +94,10 @@ def test_cascade_import_splits_per_neuron_and_shards_per_dataset(tmp_path: Path)
     manifests = run(src, tmp_path / "out", workers=1, log=lambda s: None, samples_per_shard=8)
     meta = manifests["train"].meta
     assert set(meta["datasets"]) == {"DS01-OGB1", "DS02-GCaMP6f"}
-    for ds, info in meta["datasets"].items():
+    for info in meta["datasets"].values():
         assert len(info["val_neurons"]) == 1 and len(info["train_neurons"]) == info["neurons"] - 1
     assert meta["datasets"]["DS02-GCaMP6f"]["frame_rate"] == pytest.approx(60.0)
-    for split, m in manifests.items():  # every shard holds one dataset, and the manifest says which
+    for m in manifests.values():  # every shard holds one dataset, and the manifest says which
         assert set(m.meta["shard_datasets"]) == {s.name for s in m.shards}
     assert manifests["test"].num_samples == (3 + 3) + (3 + 2)  # every part: neuron 0 has 3, the others 1
     assert len(manifests["train"].shards) >= 2

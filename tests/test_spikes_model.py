@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from vislab.models.spike_infer import infer, min_frames
 from vislab.models.spike_metrics import recording_stats, report
 from vislab.models.spikes import SpikeCNN, net_input, receptive_field, windows_of
@@ -26,7 +25,7 @@ def test_forward_backward_shapes_and_finite(name: str) -> None:
     out = net.forward_trace(x)
     assert out.shape == (2, net.ensemble_size, 100 - net.receptive_field + 1)
     out.square().mean().backward()
-    assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+    assert x.grad is not None and torch.isfinite(out).all() and torch.isfinite(x.grad).all()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
     if name != "cnn":  # Poisson models predict non-negative rates
         assert (out >= 0).all()

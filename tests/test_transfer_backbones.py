@@ -10,11 +10,14 @@ import pytest
 import torch
 
 from conftest import needs_shared
+from transfer_data import single_thread  # noqa: F401  (fixture)
 from vislab.models.backbones import build_backbone, load_backbone
 from vislab.train.config import ConfigError
 
 # one per layout kind (ConvNeXt's 2-D head and DenseNet's functional pooling were checked by hand: slow to build)
 FAMILIES = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "small_cnn", "efficientnet_lite0"]
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.mark.parametrize("arch", FAMILIES)

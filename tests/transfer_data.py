@@ -8,12 +8,25 @@ centre), so a model that looks at the image beats the centre bias.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 COLOURS = [(220, 40, 40), (40, 200, 60), (50, 70, 230)]
+
+
+@pytest.fixture(scope="module")
+def single_thread() -> Iterator[None]:
+    """One intra-op thread for the tiny models of these tests: they gain nothing from more, and on a busy
+    shared CPU OpenMP barriers make every small op wait for a descheduled thread (fits measured 4x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def write_image_tree(root: Path, per_class: dict[str, int], size: int = 40, seed: int = 0) -> Path:

@@ -142,18 +142,21 @@ class SlurmConfig:
     qos: str | None = None
     constraint: str | None = None
     time: str = "1-00:00:00"
+    """Time limit: minutes, H:M:S or D-H:M:S (quote clock times in YAML: unquoted 1:30:00 is read as 5400)."""
     cpus_per_task: int = 8
+    """CPUs per task (= per device): the training process and its data.num_workers loader processes."""
     mem: str | None = None
     gpus_per_node: int | None = None
-    """Defaults to trainer.devices when the accelerator is a GPU, 0 on CPU."""
+    """Must equal trainer.devices (one task per GPU; `--gpus-per-node` sets both). A job asks for
+    trainer.devices GPUs per node unless trainer.accelerator is cpu."""
     max_requeues: int = 3
     """Stop requeueing after this many restarts in a row that resumed at no later global step."""
     requeue_on_failure: bool = True
     """Requeue the job when training fails (a rank died, a node failed); it resumes from its last checkpoint."""
     signal_lead_s: int = 90
     """SIGUSR1 this many seconds before the time limit: checkpoint, requeue, exit."""
-    env: dict[str, str] = field(default_factory=dict)
-    """Extra environment of the job, e.g. {NCCL_SOCKET_IFNAME: ib0, GLOO_SOCKET_IFNAME: ib0}."""
+    env: list[str] = field(default_factory=list)
+    """Extra environment of the job as NAME=value, e.g. [NCCL_SOCKET_IFNAME=ib0, GLOO_SOCKET_IFNAME=ib0]."""
     extra_sbatch: list[str] = field(default_factory=list)
     """Additional `#SBATCH` lines, verbatim (e.g. '--exclusive')."""
 

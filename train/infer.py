@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from vislab.data.calcium import noise_level
 from vislab.data.traces import describe_gaps, read_traces
 from vislab.train.config import ConfigError

@@ -102,7 +102,7 @@ class Preemption(Callback):
     def _stop(self, trainer: pl.Trainer, received: signal.Signals) -> None:
         path = Path(trainer.strategy.broadcast(str(next_hpc_path(self.run_dir)) if trainer.is_global_zero else None))
         t0 = time.perf_counter()
-        trainer.save_checkpoint(path)  # every rank: it ends in a barrier
+        trainer.save_checkpoint(path, weights_only=False)  # every rank: it ends in a barrier; full state
         seconds = time.perf_counter() - t0
         if trainer.is_global_zero:
             self._after_save(trainer, received, path, seconds)

@@ -89,6 +89,14 @@ def find_runs(root: Path, experiment: str | None = None) -> list[Path]:
     return sorted((p.parent for p in root.glob(pattern)), key=lambda p: p.stat().st_mtime)
 
 
+def _short(path: str | None, run_dir: str) -> str:
+    """A checkpoint path relative to its run directory when it lies inside it."""
+    if not path:
+        return "-"
+    p = Path(path)
+    return str(p.relative_to(run_dir)) if p.is_relative_to(run_dir) else path
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
@@ -100,7 +108,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--experiment", help="only this experiment")
     p.add_argument("--json", action="store_true", help="one JSON object per run, one per line")
     a = p.parse_args(argv)
-    run_dirs = find_runs(a.root, a.experiment)
+    run_dirs = find_runs(a.root.resolve(), a.experiment)
     ids = []
     for d in run_dirs:
         submit = d / "submit.json"
@@ -118,9 +126,7 @@ def main(argv: list[str]) -> int:
         return 0
     header = ["RUN", "JOB", "STATE", "RESTARTS", "STEP", "METRIC", "TRAIN_LOSS", "BEST_CHECKPOINT"]
     table = [header] + [[r["run"], r["job_id"] or "-", r["state"], str(r["restarts"]), str(r["step"] or "-"),
-                         f"{r['monitor']}={_fmt(r['value'])}", _fmt(r["train_loss"]),
-                         str(Path(r["best_checkpoint"]).relative_to(r["run_dir"])) if r["best_checkpoint"]
-                         and Path(r["best_checkpoint"]).is_relative_to(r["run_dir"]) else (r["best_checkpoint"] or "-")]
+                         f"{r['monitor']}={_fmt(r['value'])}", _fmt(r["train_loss"]), _short(r["best_checkpoint"], r["run_dir"])]
                         for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:

@@ -100,11 +100,36 @@ def _conflicts(flags: list[str], overrides: list[str]) -> list[str]:
             for f in flags if f.split("=", 1)[0] in given and given[f.split("=", 1)[0]] != f]
 
 
+def quote_times(config: str, overrides: list[str]) -> list[str]:
+    """The overrides, with `slurm.time` kept exactly as written. YAML 1.1 reads an unquoted 1:30:00 as the
+    base-60 integer 5400, which Slurm would take for 5400 minutes: such values become quoted overrides."""
+    import yaml
+
+    def quoted(o: str) -> str:
+        key, _, value = o.partition("=")
+        return f"{key}={json.dumps(value)}" if key == "slurm.time" and re.fullmatch(r"[\d:]+", value) else o
+
+    out = [quoted(o) for o in overrides]
+    if any(o.startswith("slurm.time=") for o in overrides) or not Path(config).is_file():
+        return out
+    try:
+        root = yaml.compose(Path(config).read_text())
+    except yaml.YAMLError:
+        return out  # load_config reports it
+    for section in root.value if isinstance(root, yaml.MappingNode) else []:
+        if section[0].value == "slurm" and isinstance(section[1], yaml.MappingNode):
+            for key, node in section[1].value:
+                if key.value == "time" and isinstance(node, yaml.ScalarNode) and node.style is None and ":" in node.value:
+                    out.append(f"slurm.time={json.dumps(node.value)}")
+    return out
+
+
 def load_configs(config: str, overrides: list[str], flags: list[str], sweep: Sweep | None) -> list[RunConfig]:
     """One validated config per job (array element); all problems of all elements at once."""
     problems = _conflicts(flags, overrides)
     if problems:
         raise ConfigError(problems)
+    overrides = quote_times(config, overrides)
     elements = [sweep.overrides(i) for i in range(len(sweep.runs))] if sweep else [[]]
     configs, problems = [], []
     for i, extra in enumerate(elements):
@@ -142,10 +167,8 @@ def resources(cfg: RunConfig, source: str) -> Resources:
     """Resources of one job from `slurm:` and `trainer:`, checked against each other."""
     s, t = cfg.slurm, cfg.trainer
     problems = []
-    gpu = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and bool(s.gpus_per_node))
-    if t.accelerator == "auto" and s.gpus_per_node is None:
-        problems.append(f"{source}: trainer.accelerator=auto does not say whether the job needs GPUs: "
-                        "give --gpus-per-node G (GPU job) or trainer.accelerator=cpu")
+    # a cluster job asks for GPUs unless the config says cpu: 'auto' means one GPU per device there
+    gpu = t.accelerator in ("gpu", "cuda", "auto")
     if t.accelerator in ("cpu", "mps") and s.gpus_per_node:
         problems.append(f"{source}: slurm.gpus_per_node={s.gpus_per_node} but trainer.accelerator={t.accelerator}")
     if gpu and s.gpus_per_node is not None and s.gpus_per_node != t.devices:
@@ -162,9 +185,9 @@ def resources(cfg: RunConfig, source: str) -> Resources:
                         f"(slurm.signal_lead_s={s.signal_lead_s})")
     if s.cpus_per_task < 1:
         problems.append(f"{source}: slurm.cpus_per_task must be >= 1")
-    if cfg.data.num_workers >= s.cpus_per_task > 0:
-        problems.append(f"{source}: data.num_workers={cfg.data.num_workers} loader workers need "
-                        f"slurm.cpus_per_task >= {cfg.data.num_workers + 1} (got {s.cpus_per_task})")
+    bad_env = [e for e in s.env if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", e)]
+    if bad_env:
+        problems.append(f"{source}: slurm.env entries must be NAME=value, got {bad_env}")
     if problems:
         raise ConfigError(problems)
     return Resources(nodes=t.num_nodes, ntasks_per_node=t.devices, gpus_per_node=t.devices if gpu else 0,
@@ -265,7 +288,7 @@ def plan(configs: list[RunConfig], sweep: Sweep | None, command: str) -> tuple[J
         name=f"{first.experiment}-{base_id}", resources=res, run_dirs=run_dirs,
         script=(runs_dir / base_id / SCRIPT_FILE) if sweep else run_dirs[0] / SCRIPT_FILE,
         command=command, workdir=Path.cwd(), max_requeues=s.max_requeues, requeue_on_failure=s.requeue_on_failure,
-        signal_lead_s=s.signal_lead_s, env=dict(s.env),
+        signal_lead_s=s.signal_lead_s, env=dict(e.split("=", 1) for e in s.env),
         array=array_spec(len(configs), sweep.max_parallel) if sweep else None, sweep_id=base_id if sweep else None,
     )
     return job, planned
@@ -304,12 +327,15 @@ def record_submission(job: Job, job_id: str) -> None:
 
 def submit(argv: list[str]) -> int:
     args = parser().parse_intermixed_args(argv)
-    command = shlex.join(["vislab", "submit", *argv])
+    command = shlex.join(["vislab", "submit", *(a for a in argv if a != "--dry-run")])  # what submits this script
     sweep = load_sweep(args.sweep) if args.sweep else None
     if sweep and args.max_parallel is not None:
         sweep.max_parallel = args.max_parallel
     configs = load_configs(args.config, args.overrides, flag_overrides(args), sweep)
     job, planned = plan(configs, sweep, command)
+    if configs[0].data.num_workers >= configs[0].slurm.cpus_per_task:
+        print(f"vislab: note: data.num_workers={configs[0].data.num_workers} loader processes + the training "
+              f"process per task share slurm.cpus_per_task={configs[0].slurm.cpus_per_task} CPUs", file=sys.stderr)
     script = render(job)
     if cluster.available():
         check_cluster(job.resources)

@@ -141,6 +141,10 @@ class StackedCore(nn.Module):
         offset = torch.tensor([(image_hw[1] - feature_hw[1]) / 2, (image_hw[0] - feature_hw[0]) / 2], dtype=xy.dtype)
         return xy + offset
 
+    @staticmethod
+    def pixel_to_feature(xy: torch.Tensor, image_hw: tuple[int, int], feature_hw: tuple[int, int]) -> torch.Tensor:
+        return xy - StackedCore.feature_to_pixel(torch.zeros_like(xy), image_hw, feature_hw)
+
 
 class PretrainedCore(nn.Module):
     """A registry network or a vislab export cut at node `layer`, then batch norm and a nonlinearity.
@@ -198,6 +202,11 @@ class PretrainedCore(nn.Module):
         """Strided, 'same'-padded backbone: feature pixel i covers image pixels [i*s, (i+1)*s)."""
         scale = torch.tensor([image_hw[1] / feature_hw[1], image_hw[0] / feature_hw[0]], dtype=xy.dtype)
         return (xy + 0.5) * scale - 0.5
+
+    @staticmethod
+    def pixel_to_feature(xy: torch.Tensor, image_hw: tuple[int, int], feature_hw: tuple[int, int]) -> torch.Tensor:
+        scale = torch.tensor([image_hw[1] / feature_hw[1], image_hw[0] / feature_hw[0]], dtype=xy.dtype)
+        return (xy + 0.5) / scale - 0.5
 
 
 Core = StackedCore | PretrainedCore

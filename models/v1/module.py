@@ -183,6 +183,29 @@ class V1Module(VislabModule):
             if getattr(readout, "predictor", None) is not None:
                 readout.set_coordinates(torch.tensor(info["cell_motor_coordinates"], dtype=torch.float32))
 
+    def setup(self, stage: str) -> None:
+        """Before the first step of a fresh fit: readouts at data-driven RF estimates (same data on every rank)."""
+        if stage == "fit" and self.cfg.model.readout_init == "energy" and not getattr(self.trainer, "ckpt_path", None):
+            self.initialize_readouts(self.trainer.datamodule)
+
+    def initialize_readouts(self, dm: ShardDataModule) -> None:
+        from vislab.models.v1.rf_init import EnergyCorrelation, initialize_readout
+
+        wanted = [s for s in self.sessions if getattr(self.model.readouts[s], "mu", True) is not None]
+        if not wanted:
+            return  # every position comes from the cortex predictor
+        need = self.cfg.model.readout_init_trials
+        sums = {s: EnergyCorrelation() for s in wanted}
+        for batch in dm.eval_loader("train", rank=0, world_size=1):
+            for s, g in batch["sessions"].items():
+                if s in sums and sums[s].n < need:
+                    sums[s].update(g["images"], g["responses"])
+            if all(acc.n >= need for acc in sums.values()):
+                break
+        for s, acc in sums.items():
+            if acc.n > 1:
+                initialize_readout(self.model, s, acc.maps())
+
     def forward(self, images: torch.Tensor, session: str | None = None) -> torch.Tensor:
         return self.model(images, session)
 

@@ -70,6 +70,12 @@ class V1ModelConfig:
     session without coordinates)."""
     predictor_hidden_layers: int = 1
     predictor_hidden_features: int = 30
+    readout_init: Literal["energy", "random"] = "energy"
+    """'energy': start each readout at the peak of the correlation between the neuron's responses and the
+    images' local contrast energy (factorized: the mask at that map; cf. Klindt 2017's STA init); 'random':
+    uniform positions (Gaussian, `init_mu_range`) / uniform masks. Not used with the cortex predictor."""
+    readout_init_trials: int = 2000
+    """Training trials per session read for the 'energy' init."""
     bias_init: Literal["mean_response", "zero"] = "mean_response"
     """Start each neuron's bias so that its predicted rate is its mean training response."""
     output: Literal["elu1", "softplus"] = "elu1"

@@ -264,6 +264,14 @@ def pretrained_backbone(name: str, weights: str | None, *, num_classes: int | No
     return backbone
 
 
+def configured_backbone(b: Any, num_classes: int | None, seed: int) -> Backbone:
+    """A config's `model.backbone`. Random parts (weights: null, a new head) are drawn from `seed`, so every
+    process, every rebuild and the feature caches get the same network."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return pretrained_backbone(b.name, b.weights, num_classes=num_classes, key_map=dict(b.key_map), download=b.download)
+
+
 def load_backbone(source: str | Path, *, arch: str | None = None, key_map: dict[str, str] | None = None,
                   num_classes: int | None = None, download: bool = True) -> Backbone:
     """A pretrained backbone from one string: an export directory, a weights file (with `arch`), a

@@ -137,6 +137,13 @@ def check_weights(arch: str, weights: str | None, download: bool, key: str = "mo
             return f"'{key}': weights path does not exist: {weights}"
         if p.is_dir() and not (p / "model.json").is_file():
             return f"'{key}': {weights} is a directory without model.json (not a vislab export)"
+        if p.is_dir():
+            try:
+                found = export_architecture(p)
+            except ValueError as e:
+                return f"'{key}': {e}"
+            if found != arch:
+                return f"'{key}': {weights} holds a {found} backbone, model.backbone.name is {arch}"
         if p.is_file() and not p.name.endswith(STATE_FILES):
             return f"'{key}': {weights}: unknown weights file type (expected {', '.join(STATE_FILES)})"
         return None

@@ -32,7 +32,7 @@ from vislab.data.features import cached_features
 from vislab.data.fixations import CachedFixationDecode, FixationDecode, center_bias, fixation_array, read_fixations
 from vislab.data.modules import ShardDataModule
 from vislab.models import saliency_metrics as sm
-from vislab.models.backbones import Backbone, build_backbone, pretrained_backbone
+from vislab.models.backbones import Backbone, build_backbone, configured_backbone
 from vislab.models.base import VislabModule
 from vislab.models.pretrained import describe_weights
 from vislab.train.schemas.transfer import SaliencyConfig, resolved_normalisation
@@ -128,13 +128,13 @@ def feature_root(cfg: SaliencyConfig) -> Path:
 
     b, d = cfg.model.backbone, cfg.data
     mean, std = normalisation(cfg)
-    spec = {"architecture": b.name, "weights": weights_identity(b.weights), "key_map": dict(b.key_map),
+    spec = {"architecture": b.name, "weights": weights_identity(b.weights, cfg.seed), "key_map": dict(b.key_map),
             "layers": list(cfg.model.layers), "image_size": list(d.image_size), "mean": mean, "std": std,
             "features": "saliency-layers"}
 
     def compute() -> LayerFeatures:
         def extractor() -> nn.Module:
-            bb = pretrained_backbone(b.name, b.weights, num_classes=0, key_map=dict(b.key_map), download=b.download)
+            bb = configured_backbone(b, num_classes=0, seed=cfg.seed)
             return bb.feature_extractor(list(cfg.model.layers), input_size=min(d.image_size))
 
         return LayerFeatures(tuple(d.image_size), extractor, mean, std, cfg.per_rank_eval_batch_size())  # type: ignore[arg-type]
@@ -220,7 +220,7 @@ class SaliencyModule(VislabModule):
     def __init__(self, cfg: SaliencyConfig, meta: dict[str, Any] | None = None, log_center_bias: np.ndarray | None = None):
         super().__init__(cfg, meta)
         b = cfg.model.backbone
-        pretrained = pretrained_backbone(b.name, b.weights, num_classes=0, key_map=dict(b.key_map), download=b.download)
+        pretrained = configured_backbone(b, num_classes=0, seed=cfg.seed)
         self.model = SaliencyModel(**model_spec(cfg, self.meta)["kwargs"], pretrained=pretrained)
         if log_center_bias is not None:
             self.model.set_center_bias(log_center_bias)

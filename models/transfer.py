@@ -32,7 +32,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from vislab.data.features import cached_features
 from vislab.data.images import ImageDecode
 from vislab.data.modules import ShardDataModule
-from vislab.models.backbones import Backbone, pretrained_backbone
+from vislab.models.backbones import Backbone, configured_backbone
 from vislab.models.base import VislabModule
 from vislab.models.optim import ParamGroup
 from vislab.models.pretrained import WeightsMeta, describe_weights
@@ -70,10 +70,11 @@ def datamodule(cfg: TransferConfig) -> ShardDataModule:
     return ShardDataModule(feature_cfg, {"train": FeatureDecode(), "eval": FeatureDecode()})
 
 
-def weights_identity(weights: str | None) -> str | None:
-    """The weights named by content where they are files (a rewritten file must not reuse old features)."""
+def weights_identity(weights: str | None, seed: int) -> str:
+    """The weights named by content where they are files (a rewritten file must not reuse old features);
+    a random initialisation by its seed."""
     if weights is None:
-        return None
+        return f"random init, seed {seed}"
     p = Path(weights)
     f = p / "model.safetensors" if p.is_dir() else p
     if f.is_file():
@@ -87,13 +88,13 @@ def feature_root(cfg: TransferConfig, pre: dict[str, Any]) -> Path:
     from vislab.train.run import global_rank
 
     b = cfg.model.backbone
-    spec = {"architecture": b.name, "weights": weights_identity(b.weights), "key_map": dict(b.key_map),
+    spec = {"architecture": b.name, "weights": weights_identity(b.weights, cfg.seed), "key_map": dict(b.key_map),
             "eval_crop": pre["eval_crop"], "eval_resize": pre["eval_resize"], "mean": pre["mean"], "std": pre["std"],
             "features": "pre_logits"}
 
     def compute() -> PreLogits:
         def backbone() -> Backbone:
-            return pretrained_backbone(b.name, b.weights, num_classes=0, key_map=dict(b.key_map), download=b.download)
+            return configured_backbone(b, num_classes=0, seed=cfg.seed)
 
         return PreLogits(image_decoders(cfg, pre)["eval"], backbone, pre["mean"], pre["std"], cfg.per_rank_eval_batch_size())
 
@@ -184,8 +185,7 @@ class TransferModule(VislabModule):
         m = cfg.model
         n = num_classes_of(cfg, self.meta)
         b = m.backbone
-        self.model: Backbone = pretrained_backbone(b.name, b.weights, num_classes=None if m.keep_head else n,
-                                                   key_map=dict(b.key_map), download=b.download)
+        self.model: Backbone = configured_backbone(b, num_classes=None if m.keep_head else n, seed=cfg.seed)
         pre = preprocessing(cfg)
         self.meta.update({"weights": self.model.meta.to_dict(), "preprocess": pre, "num_classes": n})
         self.register_buffer("mean", torch.tensor(pre["mean"]).view(1, 3, 1, 1) * 255, persistent=False)
@@ -196,6 +196,7 @@ class TransferModule(VislabModule):
         self.model.requires_grad_(True)
         for name, p in self.model.named_parameters():
             p.requires_grad_(name not in self.frozen)
+        self._apply_eval_modes()
         self.metrics = nn.ModuleDict({split: nn.ModuleDict({
             "acc1": MulticlassAccuracy(n, top_k=1, average="micro"),
             "acc5": MulticlassAccuracy(n, top_k=min(5, n), average="micro"),
@@ -236,11 +237,12 @@ class TransferModule(VislabModule):
         return len(self.cfg.model.lr_groups) + 1 if not steps else sum(epoch >= e for e in steps)
 
     def on_train_epoch_start(self) -> None:
-        if self.cfg.model.mode != "finetune" or not self.cfg.model.gradual_unfreeze:
-            return
-        k = self.unfrozen_groups(self.current_epoch)
-        for name, p in self.model.named_parameters():  # groups are numbered top first, the rest last
-            p.requires_grad_(name not in self.frozen and self.group_of(name) < k)
+        # Lightning keeps each submodule's mode as it finds it (it does not call train() on us every
+        # epoch), so the frozen parts are put into eval mode here, after this epoch's unfreezing
+        if self.cfg.model.mode == "finetune" and self.cfg.model.gradual_unfreeze:
+            k = self.unfrozen_groups(self.current_epoch)
+            for name, p in self.model.named_parameters():  # groups are numbered top first, the rest last
+                p.requires_grad_(name not in self.frozen and self.group_of(name) < k)
         self._apply_eval_modes()
 
     def setup(self, stage: str) -> None:

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, run_cli, skip_unless_ci
 
 pytestmark = pytest.mark.slurm

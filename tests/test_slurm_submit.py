@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
-
 from conftest import REPO, run_cli
+from omegaconf import OmegaConf
 from vislab.train import restarts
-from vislab.train.config import ConfigError, load_config
+from vislab.train.config import ConfigError
 from vislab.train.sweep import array_spec, format_value, load_sweep
 
 CONFIG = REPO / "configs" / "classify" / "digits.yaml"
@@ -129,7 +128,7 @@ def test_dry_run_renders_lightnings_slurm_conventions(digits_root: Path, tmp_pat
                  "#SBATCH --array=0-2%2", "#SBATCH --signal=SIGUSR1@90", "#SBATCH --requeue",
                  "#SBATCH --open-mode=append", f"#SBATCH --output={runs}/sw-%a/slurm-%A_%a.out",
                  f"RUN_DIR={runs}/sw-${{SLURM_ARRAY_TASK_ID}}", "export NCCL_SOCKET_IFNAME=ib0",
-                 "export TORCH_NCCL_ASYNC_ERROR_HANDLING=1", f"--max-requeues 3", "srun --kill-on-bad-exit=1 "):
+                 "export TORCH_NCCL_ASYNC_ERROR_HANDLING=1", "--max-requeues 3", "srun --kill-on-bad-exit=1 "):
         assert line in script, line
     assert not (tmp_path / "runs").exists()  # a dry run creates nothing
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0  # valid bash

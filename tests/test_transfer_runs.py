@@ -72,7 +72,7 @@ def test_finetune_groups_learning_rates_frozen_layers_and_batchnorm(root: Path, 
     from vislab.models.transfer import TransferModule
     from vislab.train.config import load_config
 
-    cfg = load_config(FINETUNE, tiny(root, tmp_path, *FT_GROUPS))
+    cfg = load_config(FINETUNE, tiny(root, tmp_path, *FT_GROUPS, "model.freeze_bn=false"))
     module = TransferModule(cfg, {"num_classes": 3, "classes": ["a", "b", "c"]})
     groups = {g["name"]: g for g in module.param_groups()}
     assert {n: g["lr_scale"] for n, g in groups.items()} == {
@@ -84,11 +84,12 @@ def test_finetune_groups_learning_rates_frozen_layers_and_batchnorm(root: Path, 
     assert id(named["body.conv1.weight"]) not in in_groups and not named["body.conv1.weight"].requires_grad
     assert id(named["body.layer4.1.conv2.weight"]) in {id(p) for p in groups["group0_decay"]["params"]}
     module.train()
-    assert not module.model.body.bn1.training  # frozen layer's BN keeps its statistics
-    assert module.model.body.layer1[0].bn1.training  # trainable BN adapts (freeze_bn=false here)
+    body = module.model.body
+    assert not body.get_submodule("bn1").training  # a frozen layer's BN keeps its statistics
+    assert body.get_submodule("layer1.0.bn1").training  # a trainable one adapts (freeze_bn=false here)
     module.cfg.model.freeze_bn = True
     module.train()
-    assert not module.model.body.layer1[0].bn1.training
+    assert not body.get_submodule("layer1.0.bn1").training
 
 
 class Snapshots:
@@ -136,11 +137,11 @@ def test_head_initialised_from_a_probe_export(root: Path, tmp_path: Path) -> Non
 
     probe = _fit(PROBE, tiny(root, tmp_path, "trainer.max_epochs=1", "experiment=probe"))
     export_run(Path(probe["run_dir"]), tmp_path / "probe_export")
-    cfg = load_config(FINETUNE, tiny(root, tmp_path, f"model.head_init={tmp_path / 'probe_export'}"))
+    cfg = load_config(FINETUNE, tiny(root, tmp_path, *FT_GROUPS, f"model.head_init={tmp_path / 'probe_export'}"))
     module = TransferModule(cfg, {"num_classes": 3})
     assert torch.equal(module.model.classifier.weight, _head(probe))
     from vislab.train.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"head does not fit: classifier.weight \(3, 512\) vs \(5, 512\)"):
-        TransferModule(load_config(FINETUNE, tiny(root, tmp_path, f"model.head_init={tmp_path / 'probe_export'}",
-                                                  "model.num_classes=5")), {"num_classes": 3})
+        TransferModule(load_config(FINETUNE, tiny(root, tmp_path, *FT_GROUPS, "model.num_classes=5",
+                                                  f"model.head_init={tmp_path / 'probe_export'}")), {"num_classes": 3})

@@ -13,10 +13,6 @@ from pathlib import Path
 from vislab.train.config import ConfigError
 
 
-class SlurmError(RuntimeError):
-    """A Slurm command failed; the message is Slurm's own."""
-
-
 @dataclass
 class Partition:
     name: str
@@ -36,7 +32,7 @@ def _run(cmd: list[str], stdin: str | None = None, timeout: float = 60) -> subpr
     try:
         return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.SubprocessError) as e:
-        raise SlurmError(f"{cmd[0]}: {e}") from e
+        raise ConfigError([f"{cmd[0]} failed: {e}"]) from e
 
 
 def _gpus(gres: str) -> int:
@@ -53,7 +49,7 @@ def partitions() -> dict[str, Partition]:
     """Partitions with their nodes and node sizes, from `sinfo` (one line per node and partition)."""
     out = _run(["sinfo", "-h", "-N", "-o", "%P|%N|%c|%G"])
     if out.returncode != 0:
-        raise SlurmError(f"sinfo failed: {out.stderr.strip() or out.stdout.strip()}")
+        raise ConfigError([f"sinfo failed (is slurmctld running?): {(out.stderr or out.stdout).strip()}"])
     parts: dict[str, Partition] = {}
     for line in out.stdout.splitlines():
         name, node, cpus, gres = line.split("|")

@@ -85,6 +85,10 @@ def crossval(config: Path, overrides: list[str], datasets: list[str] | None = No
     if cfg.task != "spikes":
         raise ConfigError([f"{config}: crossval is leave-one-dataset-out over calcium datasets (task spikes), "
                            f"not task '{cfg.task}'"])
+    if cfg.data.simulate.enabled:  # the folds would each make it; make it once, before listing its datasets
+        from vislab.data.simulate import ensure_simulated_root
+
+        ensure_simulated_root(cfg.data.simulate, Path(cfg.data.root), log=lambda s: None)
     names = datasets or lodo_datasets(cfg)
     unknown = [n for n in names if n not in lodo_datasets(cfg)]
     if unknown:

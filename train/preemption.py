@@ -25,6 +25,7 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,6 @@ import torch
 import torch.distributed as dist
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
-
 from vislab.train import restarts
 from vislab.train.signals import SIGNALS, requeue, slurm_job_id
 
@@ -100,7 +100,7 @@ class Preemption(Callback):
         return int(flag.item())
 
     def _stop(self, trainer: pl.Trainer, received: signal.Signals) -> None:
-        path = Path(trainer.strategy.broadcast(str(next_hpc_path(self.run_dir)) if trainer.is_global_zero else None))
+        path = Path(str(trainer.strategy.broadcast(str(next_hpc_path(self.run_dir)) if trainer.is_global_zero else None)))
         t0 = time.perf_counter()
         trainer.save_checkpoint(path, weights_only=False)  # every rank: it ends in a barrier; full state
         seconds = time.perf_counter() - t0
@@ -138,7 +138,7 @@ class TerminationSafeWandbLogger(WandbLogger):
     ConnectionResetError and fail the step before the checkpoint is written; these calls are dropped instead.
     """
 
-    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         if SIGNALS.received != signal.SIGTERM:
             super().log_metrics(metrics, step)
 

@@ -38,13 +38,17 @@ def _latest(rows: list[dict[str, str]], key: str) -> float | None:
     return None
 
 
-def _monitor(run_dir: Path) -> tuple[str, str]:
+def _monitor(run_dir: Path) -> tuple[str, str] | None:
+    """The run's monitored metric and mode, from its config.yaml (None if that no longer loads)."""
     from omegaconf import OmegaConf
 
     from vislab.train.config import from_dict
     from vislab.train.tasks import monitor_of
 
-    cfg = from_dict(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml")))  # type: ignore[arg-type]
+    try:
+        cfg = from_dict(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml")))  # type: ignore[arg-type]
+    except Exception:  # a run written by an older vislab, a config edited by hand: list it all the same
+        return None
     return monitor_of(cfg)
 
 
@@ -74,7 +78,7 @@ def describe(run_dir: Path, states: dict[str, str]) -> dict[str, Any]:
     if state is None:
         state = "FINISHED" if (run_dir / "summary.json").is_file() else ("UNKNOWN" if submit else "LOCAL")
     rows = _metric_rows(run_dir)
-    metric, mode = _monitor(run_dir)
+    metric, mode = _monitor(run_dir) or ("?", "max")
     step = _latest(rows, "step")
     return {
         "run": f"{run_dir.parent.name}/{run_dir.name}", "run_dir": str(run_dir), "job_id": submit.get("job_id"),

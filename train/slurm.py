@@ -27,7 +27,6 @@ from typing import Any
 
 from vislab.train import cluster
 from vislab.train.config import ConfigError, RunConfig, load_config, to_yaml
-from vislab.train.restarts import EXIT_GAVE_UP
 from vislab.train.sweep import Sweep, array_spec, load_sweep
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "slurm" / "job.sbatch.in"
@@ -153,14 +152,16 @@ def time_seconds(value: str) -> int | None:
     m = _TIME.match(value.strip())
     if not m:
         return None
-    days, a, b, c = (int(x) if x else None for x in m.groups())
-    if days is not None:  # D-H[:M[:S]]
-        return days * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
-    if b is None:
-        return a * 60  # minutes
-    if c is None:
-        return a * 60 + b  # M:S
-    return a * 3600 + b * 60 + c
+    days, first, *rest = (int(x) for x in m.groups(default="-1"))
+    rest = [x for x in rest if x >= 0]
+    if days >= 0:  # D-H[:M[:S]]
+        h, mi, sec = ([first, *rest] + [0, 0])[:3]
+        return days * 86400 + h * 3600 + mi * 60 + sec
+    if not rest:
+        return first * 60  # minutes
+    if len(rest) == 1:
+        return first * 60 + rest[0]  # M:S
+    return first * 3600 + rest[0] * 60 + rest[1]  # H:M:S
 
 
 def resources(cfg: RunConfig, source: str) -> Resources:
@@ -259,8 +260,7 @@ def render(job: Job) -> str:
         signal_lead_s=job.signal_lead_s, extra_sbatch=r.extra_sbatch, runs_dir=shlex.quote(str(runs_dir)),
         sweep_id=job.sweep_id, run_dir=shlex.quote(str(job.run_dirs[0])),
         env=[(k, shlex.quote(v)) for k, v in sorted(job.env.items())], python=shlex.quote(sys.executable),
-        max_requeues=job.max_requeues, exit_preempted=EXIT_PREEMPTED, exit_gave_up=EXIT_GAVE_UP,
-        requeue_on_failure=job.requeue_on_failure,
+        max_requeues=job.max_requeues, exit_preempted=EXIT_PREEMPTED, requeue_on_failure=job.requeue_on_failure,
     )
 
 

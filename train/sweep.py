@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
-
 from vislab.train.config import ConfigError
 
 SWEEP_KEYS = ("grid", "list", "max_parallel", "group")
@@ -64,7 +63,7 @@ def load_sweep(path: str | Path) -> Sweep:
         raise ConfigError([f"{path}: not valid YAML: {str(e).splitlines()[0]}"]) from e
     if not isinstance(raw, dict):
         raise ConfigError([f"{path}: expected a mapping with 'grid' and/or 'list'"])
-    problems = [f"{path}: unknown key '{k}' (valid: {', '.join(SWEEP_KEYS)})" for k in raw if k not in SWEEP_KEYS]
+    problems = [f"{path}: unknown key '{k!s}' (valid: {', '.join(SWEEP_KEYS)})" for k in raw if k not in SWEEP_KEYS]
     grid = raw.get("grid") or {}
     listed = raw.get("list") or []
     if not isinstance(grid, dict):

@@ -69,7 +69,7 @@ def encoder_kwargs(cfg: RunConfig, meta: dict[str, Any]) -> dict[str, Any]:
                                 "input_kernel": m.input_kernel, "hidden_kernel": m.hidden_kernel,
                                 "activation": m.core_activation, "pad_input": m.pad_input,
                                 "depth_separable": m.depth_separable, "bn_momentum": m.bn_momentum, "stack": m.stack,
-                                "gamma_input": m.gamma_input, "gamma_hidden": m.gamma_hidden,
+                                "gamma_input": m.gamma_input, "gamma_hidden": m.gamma_hidden, "gamma_center": m.gamma_center,
                                 "input_regularizer": m.input_regularizer}
     else:
         core = {"kind": "pretrained", "backbone_spec": _backbone_spec(m.backbone), "layer": m.backbone_layer,

@@ -49,6 +49,9 @@ class V1ModelConfig:
     """Laplacian smoothness penalty on the first layer's filters."""
     gamma_hidden: float = 0.0
     """Group-sparsity penalty on the hidden layers' filters (not for depth-separable layers)."""
+    gamma_center: float = 0.0
+    """Penalty on the distance of every filter's energy centroid from its kernel centre: removes the freedom to
+    shift all filters one way and all readout positions the other, so positions are RF centres in pixels."""
     input_regularizer: Literal["laplace_l2norm", "laplace_l2"] = "laplace_l2norm"
     """'laplace_l2norm': |Laplace(w)|^2 / |w|^2 (neuralpredictors); 'laplace_l2': |Laplace(w)|^2 (Klindt 2017)."""
     backbone: str = ""

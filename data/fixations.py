@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 from torchvision.transforms import v2
-
 from vislab.data.images import decode_bytes, image_bytes
 from vislab.data.manifest import ShardError, check_shard_set
 from vislab.data.pipeline import _SkipStats, read_shard

@@ -53,7 +53,7 @@ class SimulationConfig:
     """Fraction of complex cells (the rest are simple cells)."""
     margin: int = 10
     """Receptive-field centres lie at least this many pixels inside the image border."""
-    wavelength: tuple[float, float] = (5.0, 10.0)
+    wavelength: tuple[float, float] = (4.0, 8.0)
     """Range of Gabor wavelengths in pixels (spatial frequency = 1 / wavelength)."""
     mean_rate: tuple[float, float] = (1.0, 4.0)
     """Range of mean responses (spikes per trial)."""

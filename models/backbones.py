@@ -33,8 +33,8 @@ from typing import Any
 
 import torch
 from torch import nn
-
 from vislab.models.pretrained import WeightsMeta
+from vislab.models.registry import register_model
 
 LITE0 = "efficientnet_lite0"
 
@@ -80,8 +80,6 @@ def check_arch(arch: str) -> str | None:
     """None if `arch` can be a backbone, else a one-line reason (unknown name or unsupported family)."""
     from vislab.models.registry import unknown_model_message
 
-    if arch == LITE0:
-        return None
     msg = unknown_model_message(arch)
     if msg:
         return msg
@@ -92,16 +90,21 @@ def check_arch(arch: str) -> str | None:
     return None
 
 
+@register_model(LITE0)
+def efficientnet_lite0(num_classes: int, in_channels: int = 3, dropout: float | None = None) -> nn.Module:
+    """EfficientNet-Lite0 (Tan & Le 2019; no squeeze-excitation, ReLU6) from `efficientnet-lite-pytorch`."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    if in_channels != 3:
+        raise ValueError(f"{LITE0} takes 3 input channels, not {in_channels}")
+    # Static TF-'SAME' padding computed for 224 px: identical to dynamic SAME padding for every input
+    # whose side is a multiple of 32, and traceable for TorchScript/ONNX with a dynamic batch.
+    extra = {} if dropout is None else {"dropout_rate": dropout}
+    return EfficientNet.from_name("efficientnet-lite0", num_classes=num_classes, **extra)
+
+
 def create_network(arch: str, num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
     """The original classification network, freshly initialised (weights: `vislab.models.pretrained`)."""
-    if arch == LITE0:
-        from efficientnet_lite_pytorch import EfficientNet
-
-        if in_channels != 3:
-            raise ValueError(f"{LITE0} takes 3 input channels, not {in_channels}")
-        # Static TF-'SAME' padding computed for 224 px: identical to dynamic SAME padding for every input
-        # whose side is a multiple of 32, and traceable for TorchScript/ONNX with a dynamic batch.
-        return EfficientNet.from_name("efficientnet-lite0", num_classes=num_classes)
     from vislab.models.registry import create_model
 
     return create_model(arch, num_classes=num_classes, in_channels=in_channels)

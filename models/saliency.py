@@ -27,9 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 from torchvision.models.convnext import LayerNorm2d
-
 from vislab.data.features import cached_features
-from vislab.data.fixations import CachedFixationDecode, FixationDecode, center_bias, fixation_array, read_fixations
+from vislab.data.fixations import (
+    CachedFixationDecode,
+    FixationDecode,
+    center_bias,
+    fixation_array,
+    read_fixations,
+)
 from vislab.data.modules import ShardDataModule
 from vislab.models import saliency_metrics as sm
 from vislab.models.backbones import Backbone, build_backbone, configured_backbone

@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
-
 from vislab.data.features import cached_features
 from vislab.data.images import ImageDecode
 from vislab.data.modules import ShardDataModule

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO, run_cli
 from test_saliency_run import tiny_saliency_overrides
 from test_transfer_runs import tiny
@@ -140,7 +139,7 @@ def test_other_architectures_and_misshapen_tensors_are_named(runs: dict[str, Pat
     export_run(runs["transfer"], tmp_path / "ts_only", ["torchscript"])
     with pytest.raises(FileNotFoundError, match="no safetensors file .* this export has: torchscript"):
         load_exported(tmp_path / "ts_only")
-    with pytest.raises(ConfigError, match="--format 'tflite'"):
+    with pytest.raises(ConfigError, match="--format 'onnx,tflite': unknown format 'tflite'"):
         from vislab.train.export import parse_formats
 
         parse_formats("onnx,tflite")

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import needs_shared
 from transfer_data import single_thread, write_fixation_csv  # noqa: F401  (fixture)
 from vislab.models import saliency_metrics as sm

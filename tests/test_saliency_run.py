@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 from transfer_data import fixation_shards, single_thread  # noqa: F401  (fixture)
 from vislab.train.wandb_reader import read_run

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import needs_shared
 from transfer_data import single_thread  # noqa: F401  (fixture)
 from vislab.models.backbones import build_backbone, load_backbone

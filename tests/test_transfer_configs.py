@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 from transfer_data import fixation_shards, image_shards, single_thread  # noqa: F401  (fixture)
 from vislab.train.config import ConfigError, load_config

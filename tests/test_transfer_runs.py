@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import torch
-
 from conftest import REPO, run_cli
 from transfer_data import image_shards, single_thread  # noqa: F401  (fixture)
 

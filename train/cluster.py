@@ -92,13 +92,17 @@ def job_states(job_ids: list[str]) -> dict[str, str]:
 
 
 def _finished_states(job_ids: list[str]) -> dict[str, str]:
-    fields = ["-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(job_ids)]
-    acct = _run(["sacct", *fields])
-    if acct.returncode != 0 or "accounting storage is disabled" in acct.stdout + acct.stderr:
-        acct = _run(["sacct", "-c", *fields])  # no slurmdbd: the job-completion file (jobcomp/filetxt)
+    """From the accounting database (plain sacct), then the job-completion file (`sacct -c`) for the rest
+    (no slurmdbd, or jobs that ended before it ran)."""
     states: dict[str, str] = {}
-    if acct.returncode == 0:
-        for line in acct.stdout.splitlines():
+    for source in ([], ["-c"]):
+        missing = [j for j in job_ids if j not in states]
+        if not missing:
+            break
+        out = _run(["sacct", *source, "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(missing)])
+        if out.returncode != 0 or "accounting storage is disabled" in out.stdout + out.stderr:
+            continue
+        for line in out.stdout.splitlines():
             jid, state = line.split("|")[:2]
             states[jid] = state.split()[0]  # 'CANCELLED by 0' -> 'CANCELLED'
     return states

@@ -15,6 +15,7 @@ wandb artifact (offline without a server) with the metrics and verification as m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -25,7 +26,6 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
-
 from vislab.models.exported import FILES, MODEL_JSON, build_from_spec, load_exported, load_state_strict
 from vislab.train.checkpoints import load_checkpoint
 from vislab.train.config import ConfigError, RunConfig, from_dict, to_dict
@@ -74,7 +74,8 @@ def parse_formats(text: str) -> list[Format]:
     formats = [f.strip() for f in text.split(",") if f.strip()]
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
-        raise ConfigError([f"--format {text!r}: choose from {', '.join(FORMATS)} (comma-separated)"])
+        what = f"unknown format {bad[0]!r}" if bad else "no format"
+        raise ConfigError([f"--format {text!r}: {what}; choose from {', '.join(FORMATS)} (comma-separated)"])
     return formats  # type: ignore[return-value]
 
 
@@ -220,7 +221,8 @@ def log_export_artifact(cfg: RunConfig, out: Path, info: dict[str, Any]) -> dict
     """Log the export's files as a wandb `model` artifact, metrics and verification as metadata."""
     from vislab.train.tracking import resolve_mode
 
-    mode, reason = resolve_mode(cfg)
+    # --wandb asks for it even if the run itself was not tracked; mode and server checks as for runs
+    mode, reason = resolve_mode(dataclasses.replace(cfg, logger=dataclasses.replace(cfg.logger, wandb=True)))
     if mode == "disabled":
         warnings.warn(f"--wandb: tracking is disabled ({reason}); no artifact logged", stacklevel=2)
         return {"mode": "disabled"}

@@ -21,6 +21,7 @@ Checkpoints are `hpc_ckpt_<n>.ckpt` in the run directory (Lightning's name), wri
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import sys
@@ -63,9 +64,8 @@ def prune_hpc_checkpoints(run_dir: Path, keep: int = KEEP_HPC_CHECKPOINTS) -> No
 class Preemption(Callback):
     """Act on SIGUSR1 / SIGTERM at the next optimizer step (see module docstring)."""
 
-    def __init__(self, run_dir: Path, requeue_on_usr1: bool = True):
+    def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
-        self.requeue_on_usr1 = requeue_on_usr1
         self._group: Any = None
         self._first_step_logged = False
         self._under_slurm = slurm_job_id() is not None
@@ -117,9 +117,9 @@ class Preemption(Callback):
                                  checkpoint_seconds=round(seconds, 3))
         for logger in trainer.loggers:
             logger.finalize("preempted")
-        _finish_wandb()
+        _finish_wandb(received)
         job = slurm_job_id()
-        if received == signal.SIGUSR1 and self.requeue_on_usr1 and job is not None:
+        if received == signal.SIGUSR1 and job is not None:
             print(f"[vislab] requeueing job {job}", file=sys.stderr, flush=True)
             requeue(job)  # Slurm now sends SIGTERM to this job: already stopping, it only sets the flag
 
@@ -147,17 +147,20 @@ class TerminationSafeWandbLogger(WandbLogger):
             super().log_hyperparams(params, *args, **kwargs)
 
 
-def _finish_wandb() -> None:
+def _finish_wandb(received: signal.Signals) -> None:
     """Close the wandb run as 'preempting', so that the restarted job continues it (same id)."""
     if "wandb" not in sys.modules:
         return
     import wandb
 
-    if wandb.run is None or SIGNALS.received == signal.SIGTERM:
-        return  # after SIGTERM the service process is gone; its data up to ~1 s ago is on disk
+    if wandb.run is None:
+        return
     try:
-        wandb.run.mark_preempting()
+        if received != signal.SIGTERM:
+            wandb.run.mark_preempting()
         wandb.finish()
-    except Exception as e:  # a service that died all the same
-        print(f"[vislab] wandb service already stopped ({type(e).__name__}); the restart continues the run",
+    except Exception as e:  # after SIGTERM Slurm has stopped wandb's service too; what it flushed is on disk
+        print(f"[vislab] wandb's service already stopped ({type(e).__name__}); the restart continues the run",
               file=sys.stderr, flush=True)
+        with contextlib.suppress(Exception):
+            wandb.teardown()  # else the same failure again, as a traceback at interpreter exit

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-
 from vislab.data.importers import Importer, register_importer
 from vislab.data.importers.imagefolder import encode_image
 from vislab.data.manifest import Manifest

@@ -53,6 +53,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=10)
     a = p.parse_args()
     import onnxruntime as ort
+
     from vislab.train.export import write_format
 
     model, size, name = network(a.export)
@@ -73,10 +74,10 @@ def main() -> None:
             with torch.inference_mode():
                 ref = model(x)
                 diff_ts = float((scripted(x) - ref).abs().max())
-                eager = timed(lambda: model(x), a.repeats)
-                script = timed(lambda: scripted(x), a.repeats)
+                eager = timed(lambda x=x: model(x), a.repeats)
+                script = timed(lambda x=x: scripted(x), a.repeats)
             diff_ort = float(np.abs(session.run(None, {"input": xn})[0] - ref.numpy()).max())
-            onnx = timed(lambda: session.run(None, {"input": xn}), a.repeats)
+            onnx = timed(lambda xn=xn: session.run(None, {"input": xn}), a.repeats)
             print(f"  batch {bs:3d}: eager {bs / eager:7.1f} img/s | torchscript {bs / script:7.1f} img/s "
                   f"({eager / script:.2f}x) | onnxruntime {bs / onnx:7.1f} img/s ({eager / onnx:.2f}x) "
                   f"| max abs diff ts {diff_ts:.1e} ort {diff_ort:.1e}")

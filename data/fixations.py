@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from torchvision.transforms import v2
+
 from vislab.data.images import decode_bytes, image_bytes
 from vislab.data.manifest import ShardError, check_shard_set
 from vislab.data.pipeline import _SkipStats, read_shard
@@ -95,7 +96,7 @@ class CachedFixationDecode(FixationDecode):
 def read_fixations(shard_dir: str | Path) -> list[np.ndarray]:
     """The (N, 2) fixation arrays of every image of a shard set (images are not decoded)."""
     m = check_shard_set(shard_dir)
-    out = []
+    out: list[np.ndarray] = []
     for url, s in zip(m.urls(shard_dir), m.shards, strict=True):
         out.extend(fixation_array(sample) for sample in read_shard(url, s.count, "raise", _SkipStats()))
     return out

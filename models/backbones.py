@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 from torch import nn
+
 from vislab.models.pretrained import WeightsMeta
 from vislab.models.registry import register_model
 
@@ -289,7 +290,3 @@ def load_backbone(source: str | Path, *, arch: str | None = None, key_map: dict[
 def parameter_names(backbone: nn.Module) -> list[str]:
     return [n for n, _ in backbone.named_parameters()]
 
-
-def describe(backbone: Backbone) -> dict[str, Any]:
-    return {"architecture": backbone.arch, "num_features": backbone.num_features,
-            "num_classes": backbone.num_classes, **backbone.meta.to_dict()}

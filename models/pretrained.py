@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from torch import nn
+
 from vislab.train.config import ConfigError
 
 LITE0 = "efficientnet_lite0"

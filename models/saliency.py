@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 from torchvision.models.convnext import LayerNorm2d
+
 from vislab.data.features import cached_features
 from vislab.data.fixations import (
     CachedFixationDecode,
@@ -36,6 +37,7 @@ from vislab.data.fixations import (
     read_fixations,
 )
 from vislab.data.modules import ShardDataModule
+from vislab.data.pipeline import Decode
 from vislab.models import saliency_metrics as sm
 from vislab.models.backbones import Backbone, build_backbone, configured_backbone
 from vislab.models.base import VislabModule
@@ -67,6 +69,8 @@ class GaussianBlur(nn.Module):
 
 class SaliencyModel(nn.Module):
     """Normalised image (B, 3, H, W) -> log fixation density (B, h, w), logsumexp over cells = 0."""
+
+    log_center_bias: torch.Tensor
 
     def __init__(self, backbone: str, layers: list[str], readout_channels: list[int], image_size: list[int],
                  density_size: list[int], blur_sigma: float = 0.035, max_blur_sigma: float = 0.12,
@@ -121,7 +125,7 @@ def datamodule(cfg: SaliencyConfig) -> ShardDataModule:
                                      "eval": FixationDecode(*sizes)})  # type: ignore[arg-type]
     root = feature_root(cfg)
     n = len(cfg.model.layers)
-    decode = {"train": CachedFixationDecode(*sizes, hflip=d.hflip, num_layers=n),  # type: ignore[arg-type]
+    decode: dict[str, Decode] = {"train": CachedFixationDecode(*sizes, hflip=d.hflip, num_layers=n),  # type: ignore[arg-type]
               "eval": CachedFixationDecode(*sizes, num_layers=n, with_pixels=True)}  # type: ignore[arg-type]
     return ShardDataModule(dataclasses.replace(cfg, data=dataclasses.replace(d, root=str(root))), decode)
 
@@ -222,6 +226,7 @@ def module(cfg: SaliencyConfig, meta: dict[str, Any]) -> SaliencyModule:
 
 
 class SaliencyModule(VislabModule):
+    model: SaliencyModel
     def __init__(self, cfg: SaliencyConfig, meta: dict[str, Any] | None = None, log_center_bias: np.ndarray | None = None):
         super().__init__(cfg, meta)
         b = cfg.model.backbone
@@ -269,14 +274,15 @@ class SaliencyModule(VislabModule):
                   "ig": sm.information_gain(log_p, cb, counts), "ll": sm.log_likelihood(log_p, counts),
                   "auc": sm.auc(log_p, counts), "nss": sm.nss(log_p.exp(), counts),
                   "ll_cb": sm.log_likelihood(cb, counts), "auc_cb": sm.auc(cb, counts), "nss_cb": sm.nss(cb.exp(), counts)}
+        metrics: Any = self.metrics[split]
         for name, v in values.items():
-            self.metrics[split][name].update(v, n)  # per-fixation means over the whole split
+            metrics[name].update(v, n)  # per-fixation means over the whole split
         if split == "val" and not self._examples and "pixels" in batch:
             k = min(4, len(log_p))
             self._examples = {"pixels": batch["pixels"][:k].cpu(), "log_p": log_p[:k].cpu(), "counts": counts[:k].cpu()}
 
     def _eval_epoch_end(self, split: str) -> None:
-        m = self.metrics[split]
+        m: Any = self.metrics[split]
         self.log_dict({f"{split}/{k}": v.compute() for k, v in m.items()}, prog_bar=split == "val", sync_dist=True)
         for v in m.values():
             v.reset()

@@ -28,9 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
+
 from vislab.data.features import cached_features
 from vislab.data.images import ImageDecode
 from vislab.data.modules import ShardDataModule
+from vislab.data.pipeline import Decode
 from vislab.models.backbones import Backbone, configured_backbone
 from vislab.models.base import VislabModule
 from vislab.models.optim import ParamGroup
@@ -48,7 +50,7 @@ def preprocessing(cfg: TransferConfig) -> dict[str, Any]:
     return {"mean": mean, "std": std, **resolved_image_sizes(cfg.data, meta)}
 
 
-def image_decoders(cfg: TransferConfig, pre: dict[str, Any]) -> dict[str, ImageDecode]:
+def image_decoders(cfg: TransferConfig, pre: dict[str, Any]) -> dict[str, Decode]:
     d = cfg.data
     evaluate = ImageDecode(train=False, crop=pre["eval_crop"], resize=pre["eval_resize"])
     train = ImageDecode(train=True, crop=pre["train_crop"], min_scale=d.min_scale, hflip=d.hflip,
@@ -105,7 +107,7 @@ def feature_root(cfg: TransferConfig, pre: dict[str, Any]) -> Path:
 class PreLogits:
     """Raw image samples of one shard -> {'npy': float32 (num_features,), 'cls': label} (feature cache)."""
 
-    decode: Callable[[dict[str, Any]], dict[str, Any]]
+    decode: Decode
     backbone: Callable[[], Backbone]
     mean: list[float]
     std: list[float]
@@ -296,13 +298,13 @@ class TransferModule(VislabModule):
 
     def _eval_step(self, batch: dict[str, Any], split: str) -> None:
         logits = self._logits(batch)
-        m = self.metrics[split]
+        m: Any = self.metrics[split]
         m["acc1"].update(logits, batch["label"])
         m["acc5"].update(logits, batch["label"])
         m["loss"].update(F.cross_entropy(logits, batch["label"], reduction="none"))
 
     def _eval_epoch_end(self, split: str) -> None:
-        m = self.metrics[split]
+        m: Any = self.metrics[split]
         self.log_dict({f"{split}/{k}": v.compute() for k, v in m.items()}, prog_bar=split == "val", sync_dist=True)
         for v in m.values():
             v.reset()

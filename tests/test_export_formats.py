@@ -14,6 +14,7 @@ from conftest import REPO, run_cli
 from test_saliency_run import tiny_saliency_overrides
 from test_transfer_runs import tiny
 from transfer_data import fixation_shards, image_shards, single_thread  # noqa: F401  (fixture)
+
 from vislab.models.exported import load_exported, load_torchscript, onnx_session
 from vislab.train.config import ConfigError
 from vislab.train.export import FORMATS, export_run
@@ -30,7 +31,8 @@ def _fit(config: str, overrides: list[str]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory, single_thread: None) -> dict[str, Path]:
+def runs(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> dict[str, Path]:
+    request.getfixturevalue("single_thread")  # before the fits, not after
     base = tmp_path_factory.mktemp("export")
     images = image_shards(base / "img", {"train": 8, "val": 4})
     fixations = fixation_shards(base / "fix", n_images=12)

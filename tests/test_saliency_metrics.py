@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import needs_shared
 from transfer_data import single_thread, write_fixation_csv  # noqa: F401  (fixture)
+
 from vislab.models import saliency_metrics as sm
 
 # a 2x2 density and 4 fixations: two in the top-left cell, one bottom-left, one bottom-right

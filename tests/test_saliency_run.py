@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 from transfer_data import fixation_shards, single_thread  # noqa: F401  (fixture)
+
 from vislab.train.wandb_reader import read_run
 
 CFG = REPO / "configs" / "transfer" / "saliency_osie.yaml"
@@ -25,7 +26,8 @@ def tiny_saliency_overrides(root: Path, runs: Path, cache: Path, *extra: str) ->
 
 
 @pytest.fixture(scope="module")
-def saliency_run(tmp_path_factory: pytest.TempPathFactory, single_thread: None) -> Path:
+def saliency_run(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    request.getfixturevalue("single_thread")  # before the fits, not after
     from vislab.train.config import load_config
     from vislab.train.run import fit
 

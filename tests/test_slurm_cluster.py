@@ -74,8 +74,12 @@ def wait_final(job: Job, expect: str = "COMPLETED") -> dict[str, str]:
 
 
 def release_requeued(job: Job) -> None:
-    """A requeued job waits ~2 min (Reason=BeginTime); start it now."""
+    """A requeued job waits ~2 min (Reason=BeginTime); start it now. Not within the second its previous run
+    ended: Slurm revokes that run's credential with 1 s resolution, and kills a restart in the same second
+    ("Job credential revoked")."""
     wait_for(lambda: job_info(job.id).get("JobState") == "PENDING", "the job to be requeued", job)
+    wait_for(lambda: not job_pids(job.id), "the previous run's processes to end", job)
+    time.sleep(2)
     subprocess.run(["scontrol", "update", f"JobId={job.id}", "StartTime=now"], check=True)
 
 
@@ -119,8 +123,8 @@ def wandb_runs(run_dir: Path) -> list[dict]:
     return [read_run(d) for d in sorted((run_dir / "wandb").glob("offline-run-*"))]
 
 
-def job_pids(job_id: str, rank: int) -> list[int]:
-    """Processes of the job's training step with SLURM_PROCID=rank (all nodes share this PID namespace)."""
+def job_pids(job_id: str, rank: int | None = None) -> list[int]:
+    """Processes of the job's training step (with SLURM_PROCID=rank); all nodes share this PID namespace."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
@@ -128,7 +132,8 @@ def job_pids(job_id: str, rank: int) -> list[int]:
             cmd = (proc / "cmdline").read_bytes().decode()
         except (OSError, ValueError):
             continue
-        if env.get("SLURM_JOB_ID") == job_id and env.get("SLURM_PROCID") == str(rank) and "vislab.train.cli" in cmd:
+        if env.get("SLURM_JOB_ID") == job_id and rank in (None, int(env.get("SLURM_PROCID", -1))) \
+                and "vislab.train.cli" in cmd:
             found.append(int(proc.name))
     return found
 

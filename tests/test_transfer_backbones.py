@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import needs_shared
 from transfer_data import single_thread  # noqa: F401  (fixture)
+
 from vislab.models.backbones import build_backbone, load_backbone
 from vislab.train.config import ConfigError
 

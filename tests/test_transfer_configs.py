@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 from transfer_data import fixation_shards, image_shards, single_thread  # noqa: F401  (fixture)
+
 from vislab.train.config import ConfigError, load_config
 
 CONFIGS = sorted((REPO / "configs" / "transfer").glob("*.yaml"))

@@ -30,7 +30,8 @@ FT_GROUPS = ["model.lr_groups=[{layers: [body.layer4.*], lr_scale: 0.1}]", "mode
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory, single_thread: None) -> Path:
+def root(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    request.getfixturevalue("single_thread")  # before the fits, not after
     return image_shards(tmp_path_factory.mktemp("transfer_data"), {"train": 16, "val": 8})
 
 

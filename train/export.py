@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+
 from vislab.models.exported import FILES, MODEL_JSON, build_from_spec, load_exported, load_state_strict
 from vislab.train.checkpoints import load_checkpoint
 from vislab.train.config import ConfigError, RunConfig, from_dict, to_dict
@@ -229,7 +230,8 @@ def log_export_artifact(cfg: RunConfig, out: Path, info: dict[str, Any]) -> dict
     import wandb
 
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{cfg.experiment}-{Path(info['source_run']).name}-{info['kind']}")
-    run = wandb.init(project=cfg.logger.project, entity=cfg.logger.entity, job_type="export", dir=str(out), mode=mode,
+    run = wandb.init(project=cfg.logger.project, entity=cfg.logger.entity, job_type="export", dir=str(out),
+                     mode=mode,  # type: ignore[arg-type]
                      config={"source_run": info["source_run"], "formats": list(info["files"])},
                      settings=wandb.Settings(silent=True))
     art = wandb.Artifact(name=name, type="model", metadata={"metrics": info["metrics"], "verification": info["verification"],

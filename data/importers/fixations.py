@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
 from vislab.data.importers import Importer, register_importer
 from vislab.data.importers.imagefolder import encode_image
 from vislab.data.manifest import Manifest
@@ -84,13 +85,16 @@ def write_splits(root: Path, out: Path, records: dict[str, tuple[np.ndarray, np.
             fix, subj = records[n]
             w, h = image_size(root / n)
             items.append((n, encode_npy(fix), encode_npy(subj.astype(np.int16)), w, h))
-        sizes = {n: (root / n).stat().st_size for n in names}
-        plans = plan_shards(items, max_bytes=int(shard_size_mb * 2**20), size_of=lambda it: sizes[it[0]])
+        plans = plan_shards(items, max_bytes=int(shard_size_mb * 2**20), size_of=partial(_file_size, root))
         meta = {"family": "fixations", "source_format": source_format, "coordinates": COORDINATES,
                 "num_images": len(names), "num_fixations": int(sum(len(records[n][0]) for n in names))}
         manifests[split] = write_shard_set(out / split, plans, partial(encode_sample, root=str(root), max_side=max_side),
                                            workers=workers, source=str(root.resolve()), meta=meta, split=split, log=log)
     return manifests
+
+
+def _file_size(root: Path, item: tuple[Any, ...]) -> int:
+    return (root / item[0]).stat().st_size
 
 
 # ------------------------------------------------------------------------------------------------ OSIE

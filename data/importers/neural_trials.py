@@ -267,6 +267,10 @@ def write_sessions(sources: Sequence[SessionSource], out: Path, *, shard_size_mb
     if dupes:
         raise ConfigError([f"session id(s) {dupes} occur twice: session ids (folder / file names) must be unique"])
     log(f"scanning {sum(len(s.tiers) for s in sources)} trials of {len(sources)} session(s) ({', '.join(names)})")
+    for s in sources:
+        if s.image_shape[1] >= 72 and s.image_shape[2] >= 128:
+            log(f"session {s.session}: images are {s.image_shape[1]}x{s.image_shape[2]}; configs/v1 are tuned for "
+                f"36x64 (SENSORIUM's 0.25 downsampling): consider --image-scale {36 / s.image_shape[1]:.3g}")
     totals = scan(sources, workers)
     meta = {"family": "neural", "sessions": {s.session: session_meta(s, t) for s, t in zip(sources, totals, strict=True)}}
     for name, info in meta["sessions"].items():

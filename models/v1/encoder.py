@@ -63,9 +63,9 @@ class Encoder(nn.Module):
             return self.readout(feats, session)
         return torch.cat([self.readout(feats, s) for s in self.sessions], dim=1)
 
-    def regularizer(self) -> torch.Tensor:
-        """Core penalty plus every readout's (each readout's weight is independent of its session's data)."""
-        reg = self.core.regularizer()
+    def regularizer(self, core_weight: float = 1.0) -> torch.Tensor:
+        """`core_weight` x the core's penalty plus every readout's penalty."""
+        reg = core_weight * self.core.regularizer()
         for r in self.readouts.values():
             reg = reg + r.regularizer()
         return reg

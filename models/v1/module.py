@@ -3,11 +3,13 @@
 Training objective per optimizer step, summed over the sessions present in the (mixed) batch, as in
 neuralpredictors' standard trainer (Lurz et al. 2021):
 
-    loss = sum_s sqrt(G * N_s / b_s) * sum_{trials, neurons} NLL(rate, response) + core + readout penalties
+    loss = sum_s [sqrt(G * N_s / b_s) * sum_{trials, neurons} NLL(rate, response) + core penalty]
+           + sum over all readouts of their penalties
 
 N_s = training trials of session s, b_s = its trials in this rank's batch, G = processes x accumulation (so
 that the DDP average equals the one-process objective). The scaling keeps the data term and the penalties
-in the balance neuralpredictors' gamma values were tuned for. Images of all sessions go through the core
+in the balance neuralpredictors' gamma values were tuned for; with k sessions, `data.batch_size` = 128 k
+gives every session the 128 trials per step of their trainer. Images of all sessions go through the core
 together (one batch-norm batch), each session's readout takes its own trials.
 
 Validation: per-neuron single-trial correlation (streamed, summed across ranks) -> `val/corr` (mean over
@@ -237,7 +239,8 @@ class V1Module(VislabModule):
             nll = self._nll(r, groups[s]["responses"])
             data = data + math.sqrt(processes * self.train_trials[s] / len(r)) * nll
             nll_sum, values = nll_sum + float(nll.detach()), values + r.numel()
-        reg = self.model.regularizer()
+        # neuralpredictors adds the core penalty with every session's batch of an optimizer step
+        reg = self.model.regularizer(core_weight=len(rates))
         # readouts of sessions absent from this rank's batch still take part (DDP expects every gradient)
         idle = [p.sum() for s in self.sessions if s not in rates for p in self.model.readouts[s].parameters()]
         loss = data + reg + (0.0 * torch.stack(idle).sum() if idle else 0.0)

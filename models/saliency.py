@@ -63,7 +63,7 @@ class GaussianBlur(nn.Module):
         k = torch.exp(-0.5 * (t / self.sigma_cells()) ** 2)
         k = k / k.sum()
         r = self.radius
-        x = F.pad(x, (r, r, r, r), mode="replicate")  # no mass lost at the borders
+        x = F.pad(x, (r, r, r, r), mode="replicate")  # zero padding would darken the borders
         return F.conv2d(F.conv2d(x, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
 
 

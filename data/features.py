@@ -2,7 +2,8 @@
 
 `<cache>/<key>/{train,val,test}/` mirror the input shard sets one shard for one shard and one sample for
 one sample (same keys). What a sample holds is the family's business: a `compute` function maps the raw
-samples of one input shard (and the split's name) to the output samples (e.g. `{"npy": pre-logits, "cls": label}`). The key hashes
+samples of one input shard (and the split's name) to the output samples (e.g. `{"npy": pre-logits,
+"cls": label}`). The key hashes
 everything the features depend on (`spec`: architecture, weights, preprocessing, layers; and the input
 manifests' hashes), so a changed input gets a new cache and an unchanged one is reused. Extraction is
 resumable (`write_shard_set` keeps finished shards); under DDP rank 0 extracts and the other ranks wait
@@ -83,8 +84,9 @@ def wait_for_features(out: Path, timeout_s: float, poll_s: float = 2.0) -> Path:
     return out
 
 
-def cached_features(input_root: str | Path, cache_root: str | Path, spec: dict[str, Any], compute: Callable[[], Compute],
-                    rank: int, timeout_s: float, log: Callable[[str], None] = print) -> Path:
+def cached_features(input_root: str | Path, cache_root: str | Path, spec: dict[str, Any],
+                    compute: Callable[[], Compute], rank: int, timeout_s: float,
+                    log: Callable[[str], None] = print) -> Path:
     """The cache directory for (`input_root`, `spec`), computed by rank 0 if missing (`compute()` is only
     called then, so a model is only built when there is work for it)."""
     out = cache_dir(cache_root, input_root, spec)

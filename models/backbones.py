@@ -189,7 +189,8 @@ class Backbone(nn.Module):
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            names = get_graph_node_names(create_network(self.arch), tracer_kwargs={"leaf_modules": _leaf_modules()})[1]
+            tracer = {"leaf_modules": _leaf_modules()}
+            names = get_graph_node_names(create_network(self.arch), tracer_kwargs=tracer)[1]
         node = layout_of(self.arch).feature_node
         last = max(i for i, n in enumerate(names) if n == node or n.startswith(node + "."))
         return names[: last + 1]
@@ -208,7 +209,8 @@ class Backbone(nn.Module):
         result = net.load_state_dict(self.body.state_dict(), strict=False)
         if result.unexpected_keys:
             raise ValueError(f"{self.arch}: trunk tensors {result.unexpected_keys[:3]} not in a fresh network")
-        return FeatureExtractor(net, list(layers), frozen=frozen, input_size=input_size or self.meta.input_size or 224)
+        size = input_size or self.meta.input_size or 224
+        return FeatureExtractor(net, list(layers), frozen=frozen, input_size=size)
 
 
 class FeatureExtractor(nn.Module):
@@ -273,7 +275,8 @@ def configured_backbone(b: Any, num_classes: int | None, seed: int) -> Backbone:
     process, every rebuild and the feature caches get the same network."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return pretrained_backbone(b.name, b.weights, num_classes=num_classes, key_map=dict(b.key_map), download=b.download)
+        return pretrained_backbone(b.name, b.weights, num_classes=num_classes, key_map=dict(b.key_map),
+                                   download=b.download)
 
 
 def load_backbone(source: str | Path, *, arch: str | None = None, key_map: dict[str, str] | None = None,

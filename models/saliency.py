@@ -41,7 +41,7 @@ from vislab.data.pipeline import Decode
 from vislab.models import saliency_metrics as sm
 from vislab.models.backbones import Backbone, build_backbone, configured_backbone
 from vislab.models.base import VislabModule
-from vislab.models.pretrained import describe_weights
+from vislab.models.pretrained import describe_weights, normalise
 from vislab.train.schemas.transfer import SaliencyConfig, resolved_normalisation
 
 
@@ -117,16 +117,19 @@ def build_saliency_model(**kwargs: Any) -> SaliencyModel:
 
 
 # ------------------------------------------------------------------------------------ family hooks
+def _pair(v: list[int]) -> tuple[int, int]:
+    return int(v[0]), int(v[1])
+
+
 def datamodule(cfg: SaliencyConfig) -> ShardDataModule:
     d = cfg.data
-    sizes = (tuple(d.image_size), tuple(d.density_size))
+    sizes = (_pair(d.image_size), _pair(d.density_size))
     if not cfg.model.cache_features:
-        return ShardDataModule(cfg, {"train": FixationDecode(*sizes, hflip=d.hflip),  # type: ignore[arg-type]
-                                     "eval": FixationDecode(*sizes)})  # type: ignore[arg-type]
+        return ShardDataModule(cfg, {"train": FixationDecode(*sizes, hflip=d.hflip), "eval": FixationDecode(*sizes)})
     root = feature_root(cfg)
     n = len(cfg.model.layers)
-    decode: dict[str, Decode] = {"train": CachedFixationDecode(*sizes, hflip=d.hflip, num_layers=n),  # type: ignore[arg-type]
-              "eval": CachedFixationDecode(*sizes, num_layers=n, with_pixels=True)}  # type: ignore[arg-type]
+    decode: dict[str, Decode] = {"train": CachedFixationDecode(*sizes, hflip=d.hflip, num_layers=n),
+                                 "eval": CachedFixationDecode(*sizes, num_layers=n, with_pixels=True)}
     return ShardDataModule(dataclasses.replace(cfg, data=dataclasses.replace(d, root=str(root))), decode)
 
 
@@ -146,7 +149,7 @@ def feature_root(cfg: SaliencyConfig) -> Path:
             bb = configured_backbone(b, num_classes=0, seed=cfg.seed)
             return bb.feature_extractor(list(cfg.model.layers), input_size=min(d.image_size))
 
-        return LayerFeatures(tuple(d.image_size), extractor, mean, std, cfg.per_rank_eval_batch_size())  # type: ignore[arg-type]
+        return LayerFeatures(_pair(d.image_size), extractor, mean, std, cfg.per_rank_eval_batch_size())
 
     return cached_features(d.root, cfg.model.feature_cache, spec, compute, rank=global_rank(),
                            timeout_s=cfg.trainer.ddp_timeout_s * 4)
@@ -169,12 +172,10 @@ class LayerFeatures:
         if self._model is None:
             self._model = self.extractor().eval()
         decode = FixationDecode(self.image_size, (1, 1))
-        mean = torch.tensor(self.mean).view(1, -1, 1, 1) * 255
-        std = torch.tensor(self.std).view(1, -1, 1, 1) * 255
         out: list[dict[str, Any]] = []
         for i in range(0, len(raw), self.batch_size):
             chunk = raw[i:i + self.batch_size]
-            x = (torch.stack([decode.pixels(r) for r in chunk]).float() - mean) / std  # (B, 3, H, W)
+            x = normalise(torch.stack([decode.pixels(r) for r in chunk]), self.mean, self.std)  # (B, 3, H, W)
             views = {"": self._model(x)} | ({"m": self._model(x.flip(-1))} if split == "train" else {})
             for j, r in enumerate(chunk):
                 sample: dict[str, Any] = {"__key__": r["__key__"], "fix.npy": fixation_array(r)}
@@ -211,23 +212,23 @@ def export_info(cfg: SaliencyConfig, meta: dict[str, Any]) -> dict[str, Any]:
 
 def example_input(cfg: SaliencyConfig, info: dict[str, Any], batch_size: int) -> torch.Tensor:
     """First validation images (never cached features), normalised as the model expects."""
-    dm = ShardDataModule(cfg, {"train": FixationDecode(tuple(cfg.data.image_size), tuple(cfg.data.density_size)),  # type: ignore[arg-type]
-                               "eval": FixationDecode(tuple(cfg.data.image_size), tuple(cfg.data.density_size))})  # type: ignore[arg-type]
+    decode = FixationDecode(_pair(cfg.data.image_size), _pair(cfg.data.density_size))
+    dm = ShardDataModule(cfg, {"train": decode, "eval": decode})
     batch = next(iter(dm.eval_loader("val" if "val" in dm.dirs else dm.test_split, rank=0, world_size=1)))
-    x = batch["pixels"][:batch_size].float()
-    return (x - torch.tensor(info["mean"]).view(1, -1, 1, 1) * 255) / (torch.tensor(info["std"]).view(1, -1, 1, 1) * 255)
+    return normalise(batch["pixels"][:batch_size], info["mean"], info["std"])
 
 
 def module(cfg: SaliencyConfig, meta: dict[str, Any]) -> SaliencyModule:
     """The module, with the centre bias estimated from the training split's fixations."""
-    log_cb, info = center_bias(read_fixations(f"{cfg.data.root}/train"), tuple(cfg.data.density_size),  # type: ignore[arg-type]
+    log_cb, info = center_bias(read_fixations(f"{cfg.data.root}/train"), _pair(cfg.data.density_size),
                                list(cfg.data.center_bias_bandwidths), seed=cfg.seed)
     return SaliencyModule(cfg, {**meta, "center_bias": info}, log_cb)
 
 
 class SaliencyModule(VislabModule):
     model: SaliencyModel
-    def __init__(self, cfg: SaliencyConfig, meta: dict[str, Any] | None = None, log_center_bias: np.ndarray | None = None):
+    def __init__(self, cfg: SaliencyConfig, meta: dict[str, Any] | None = None,
+                 log_center_bias: np.ndarray | None = None):
         super().__init__(cfg, meta)
         b = cfg.model.backbone
         pretrained = configured_backbone(b, num_classes=0, seed=cfg.seed)
@@ -273,13 +274,15 @@ class SaliencyModule(VislabModule):
         values = {"nll": -sm.per_fixation_mean(log_p, counts),
                   "ig": sm.information_gain(log_p, cb, counts), "ll": sm.log_likelihood(log_p, counts),
                   "auc": sm.auc(log_p, counts), "nss": sm.nss(log_p.exp(), counts),
-                  "ll_cb": sm.log_likelihood(cb, counts), "auc_cb": sm.auc(cb, counts), "nss_cb": sm.nss(cb.exp(), counts)}
+                  "ll_cb": sm.log_likelihood(cb, counts), "auc_cb": sm.auc(cb, counts),
+                  "nss_cb": sm.nss(cb.exp(), counts)}
         metrics: Any = self.metrics[split]
         for name, v in values.items():
             metrics[name].update(v, n)  # per-fixation means over the whole split
         if split == "val" and not self._examples and "pixels" in batch:
             k = min(4, len(log_p))
-            self._examples = {"pixels": batch["pixels"][:k].cpu(), "log_p": log_p[:k].cpu(), "counts": counts[:k].cpu()}
+            self._examples = {"pixels": batch["pixels"][:k].cpu(), "log_p": log_p[:k].cpu(),
+                              "counts": counts[:k].cpu()}
 
     def _eval_epoch_end(self, split: str) -> None:
         m: Any = self.metrics[split]

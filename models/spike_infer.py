@@ -32,10 +32,11 @@ def min_frames(net: SpikeNet, frame_rate: float, model_rate: float) -> int:
 
 @torch.no_grad()
 def run_network(net: SpikeNet, traces: np.ndarray, cond: torch.Tensor | None, mode: Mode = "trace",
-                max_frames: int = 4_000_000) -> np.ndarray:
+                max_frames: int = 2**16) -> np.ndarray:
     """(B, m) traces at the model rate -> (B, E, m) spikes per frame (NaN where the window is incomplete).
 
-    Rows are processed in chunks of at most `max_frames` input frames (window mode: windows x window)."""
+    Rows are processed in chunks of about `max_frames` input frames (window mode: windows x window): small
+    chunks keep the activations in cache (faster on CPU than one huge batch) and bound the memory."""
     device = next(net.parameters()).device
     b, m = traces.shape
     rf, e = net.receptive_field, net.ensemble_size
@@ -58,7 +59,7 @@ def run_network(net: SpikeNet, traces: np.ndarray, cond: torch.Tensor | None, mo
 
 def infer(net: SpikeNet, traces: np.ndarray, frame_rate: float, model_rate: float, *,
           noise_levels: np.ndarray | None = None, mode: Mode = "trace", members: bool = False,
-          max_frames: int = 4_000_000) -> np.ndarray:
+          max_frames: int = 2**16) -> np.ndarray:
     """(N, T) dF/F at `frame_rate` -> (N, T) spikes per frame, the ensemble mean; NaN where undefined.
 
     With `members`, (N, 1 + E, T): the mean first, then every ensemble member.

@@ -36,7 +36,7 @@ from vislab.data.pipeline import Decode
 from vislab.models.backbones import Backbone, configured_backbone
 from vislab.models.base import VislabModule
 from vislab.models.optim import ParamGroup
-from vislab.models.pretrained import WeightsMeta, describe_weights
+from vislab.models.pretrained import WeightsMeta, describe_weights, normalise
 from vislab.train.config import ConfigError
 from vislab.train.schemas.transfer import TransferConfig, resolved_image_sizes, resolved_normalisation
 
@@ -97,7 +97,8 @@ def feature_root(cfg: TransferConfig, pre: dict[str, Any]) -> Path:
         def backbone() -> Backbone:
             return configured_backbone(b, num_classes=0, seed=cfg.seed)
 
-        return PreLogits(image_decoders(cfg, pre)["eval"], backbone, pre["mean"], pre["std"], cfg.per_rank_eval_batch_size())
+        return PreLogits(image_decoders(cfg, pre)["eval"], backbone, pre["mean"], pre["std"],
+                         cfg.per_rank_eval_batch_size())
 
     return cached_features(cfg.data.root, cfg.model.feature_cache, spec, compute, rank=global_rank(),
                            timeout_s=cfg.trainer.ddp_timeout_s * 4)
@@ -119,14 +120,14 @@ class PreLogits:
         if self._model is None:
             self._model = self.backbone().eval().to(memory_format=torch.channels_last)
         decoded = [self.decode(s) for s in raw]
-        mean = torch.tensor(self.mean).view(1, -1, 1, 1) * 255
-        std = torch.tensor(self.std).view(1, -1, 1, 1) * 255
         out: list[dict[str, Any]] = []
         for i in range(0, len(decoded), self.batch_size):
             chunk = decoded[i:i + self.batch_size]
-            x = ((torch.stack([d["image"] for d in chunk]).float() - mean) / std).contiguous(memory_format=torch.channels_last)
+            x = normalise(torch.stack([d["image"] for d in chunk]), self.mean, self.std)  # (B, 3, H, W)
+            x = x.contiguous(memory_format=torch.channels_last)
             feats = self._model.forward_head(self._model.forward_features(x), pre_logits=True).float().numpy()
-            out.extend({"__key__": d["key"], "npy": f, "cls": int(d["label"])} for d, f in zip(chunk, feats, strict=True))
+            out.extend({"__key__": d["key"], "npy": f, "cls": int(d["label"])}
+                       for d, f in zip(chunk, feats, strict=True))
         return out
 
 
@@ -171,8 +172,7 @@ def example_input(cfg: TransferConfig, info: dict[str, Any], batch_size: int) ->
            "eval_resize": info["preprocess"]["resize"], "train_crop": info["input_size"][-1]}
     dm = ShardDataModule(cfg, image_decoders(cfg, pre))
     batch = next(iter(dm.eval_loader("val" if "val" in dm.dirs else dm.test_split, rank=0, world_size=1)))
-    x = batch["image"][:batch_size].float()
-    return (x - torch.tensor(pre["mean"]).view(1, -1, 1, 1) * 255) / (torch.tensor(pre["std"]).view(1, -1, 1, 1) * 255)
+    return normalise(batch["image"][:batch_size], pre["mean"], pre["std"])
 
 
 def module(cfg: TransferConfig, meta: dict[str, Any]) -> TransferModule:
@@ -221,7 +221,7 @@ class TransferModule(VislabModule):
 
     def param_groups(self) -> list[ParamGroup]:
         m, o = self.cfg.model, self.cfg.optim
-        scales = {-1: 1.0, **{i: g.lr_scale for i, g in enumerate(m.lr_groups)}, len(m.lr_groups): m.backbone_lr_scale}
+        scales = {-1: 1.0, len(m.lr_groups): m.backbone_lr_scale, **{i: g.lr_scale for i, g in enumerate(m.lr_groups)}}
         buckets: dict[tuple[int, bool], list[nn.Parameter]] = {}
         for name, p in self.model.named_parameters():
             if name in self.frozen:
@@ -325,13 +325,14 @@ class TransferModule(VislabModule):
 def load_head(backbone: Backbone, source: Path) -> None:
     """Copy the classifier of another transfer run (its export directory or a checkpoint) into `backbone`."""
     if source.is_dir():
-        from safetensors.torch import load_file
+        from vislab.models.exported import load_weights
 
-        state = load_file(str(source / "model.safetensors"))
+        state = load_weights(source)
     else:
         from vislab.train.checkpoints import load_checkpoint
+        from vislab.train.export import model_state
 
-        state = {k[len("model."):]: v for k, v in load_checkpoint(source)["state_dict"].items() if k.startswith("model.")}
+        state = model_state(load_checkpoint(source)["state_dict"])
     head = {k[len("classifier."):]: v for k, v in state.items() if k.startswith("classifier.")}
     own = backbone.classifier.state_dict()
     bad = [f"classifier.{k} {tuple(head[k].shape) if k in head else 'missing'} vs {tuple(v.shape)}"

@@ -81,7 +81,8 @@ def parse_formats(text: str) -> list[Format]:
 
 
 # --------------------------------------------------------------------------------------------- backbones
-def as_backbone(model: nn.Module, cfg: RunConfig, spec: dict[str, Any], with_head: bool) -> tuple[nn.Module, dict[str, Any]]:
+def as_backbone(model: nn.Module, cfg: RunConfig, spec: dict[str, Any],
+                with_head: bool) -> tuple[nn.Module, dict[str, Any]]:
     """The run's network as a `Backbone` (classifier dropped unless `with_head`) and its rebuild spec."""
     from vislab.models.backbones import Backbone
 

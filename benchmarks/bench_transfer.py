@@ -28,12 +28,13 @@ CONFIG = REPO / "configs" / "transfer" / "linear_probe_lite0.yaml"
 
 
 def subset_tree(src: Path, out: Path, per_class: int) -> Path:
-    """out/train/<class>/ with the first `per_class` images of each class of src/train (symlinks)."""
-    for cls in sorted(p for p in (src / "train").iterdir() if p.is_dir()):
-        d = out / "train" / cls.name
-        d.mkdir(parents=True)
-        for f in sorted(cls.iterdir())[:per_class]:
-            os.symlink(f.resolve(), d / f.name)
+    """out/{train,val}/<class>/: the first `per_class` (val: a quarter) images of each class (symlinks)."""
+    for split, n in (("train", per_class), ("val", max(1, per_class // 4))):
+        for cls in sorted(p for p in (src / split).iterdir() if p.is_dir()):
+            d = out / split / cls.name
+            d.mkdir(parents=True)
+            for f in sorted(cls.iterdir())[:n]:
+                os.symlink(f.resolve(), d / f.name)
     return out
 
 
@@ -83,7 +84,7 @@ def main() -> None:
     print(f"  cached features : {cached:8.2f} s/epoch")
     print(f"  end to end      : {end_to_end:8.2f} s/epoch   ({n2} images)")
     print(f"  ratio end-to-end / cached: {end_to_end / cached:.1f}x")
-    print(f"  one-off feature extraction: {extract:.1f} s "
+    print(f"  one-off feature extraction (train + val): {extract:.1f} s "
           f"(= {extract / max(1e-9, end_to_end):.2f} end-to-end epochs; pays off after "
           f"{extract / max(1e-9, end_to_end - cached):.1f} epochs)")
 

@@ -11,9 +11,11 @@ Measured in the same run, each case in its own subprocess (clean peak RSS):
   one thread  samples/s of `plain` with torch.set_num_threads(1) -> time per epoch of a 5,335-neuron,
               4,472-trial recording, vs neuralpredictors' reported ~6 min per epoch on one thread.
 
-Printed as ratios against the named peer; absolute numbers depend on the machine and its load.
+Every case runs with the same number of torch threads (`--threads`, default 1: on a shared machine more
+threads than free cores slow PyTorch down by an order of magnitude). Printed as ratios against the named
+peer; absolute numbers depend on the machine and its load.
 
-    python benchmarks/bench_v1.py [--neurons 5000] [--steps 30] [--batch 64] [--skip-vislab]
+    python benchmarks/bench_v1.py [--neurons 5000] [--steps 10] [--batch 64] [--threads 1] [--skip-vislab]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -34,13 +37,14 @@ SOTA_CORE = {"kind": "stacked", "channels": 64, "layers": 4, "input_kernel": 9, 
              "depth_separable": True, "pad_input": False, "gamma_input": 6.3831, "bn_momentum": 0.9}
 NEUROPREDICTORS_EPOCH_S = 360.0  # ~6 min per epoch, one thread, 5,335 neurons (issue 4's reference)
 SENSORIUM_TRIALS, SENSORIUM_NEURONS = 4472, 5335
+FEATURES = (64, 28, 56)  # SOTA_CORE's output on 36x64 images (9x9 'valid' first layer)
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def encoder(neurons: int, readout: str = "gaussian") -> Any:
+def encoder(neurons: int, readout: str = "gaussian") -> Any:  # the SOTA core + one readout
     from vislab.models.v1.encoder import build_encoder
 
     ro: dict[str, Any] = {"kind": readout, "gamma": 0.0076}
@@ -49,12 +53,10 @@ def encoder(neurons: int, readout: str = "gaussian") -> Any:
     return build_encoder(SOTA_CORE, ro, {"s": {"num_neurons": neurons, "image_shape": [1, H, W]}}, "elu1")
 
 
-def child_plain(neurons: int, steps: int, batch: int, threads: int) -> dict[str, Any]:
+def child_plain(neurons: int, steps: int, batch: int) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-    if threads:
-        torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = encoder(neurons)
     opt = torch.optim.Adam(model.parameters(), lr=0.009)
@@ -70,7 +72,7 @@ def child_plain(neurons: int, steps: int, batch: int, threads: int) -> dict[str,
         opt.step()
         model.constrain()
 
-    for i in range(3):
+    for i in range(2):
         step(i)
     t0 = time.perf_counter()
     for i in range(steps):
@@ -99,32 +101,41 @@ def child_vislab(neurons: int, steps: int, batch: int, data: str) -> dict[str, A
 
     dm = datamodule(cfg)
     timer = Timer()
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=steps + 3, logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=steps + 2, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                          num_sanity_val_steps=0, callbacks=[timer], use_distributed_sampler=False)
     trainer.fit(module(cfg, dm.meta), datamodule=dm)
-    dt = timer.t[-1] - timer.t[2]
-    return {"samples_per_s": (len(timer.t) - 3) * batch / dt, "peak_rss_mb": peak_rss_mb()}
+    dt = timer.t[-1] - timer.t[1]  # from the end of the 2nd step: the same warm-up as `plain`
+    return {"samples_per_s": (len(timer.t) - 2) * batch / dt, "peak_rss_mb": peak_rss_mb()}
 
 
 def child_readout(neurons: int, readout: str, batch: int) -> dict[str, Any]:
+    """One Adam training step of a readout alone, on the SOTA core's feature map (the core is not run: its
+    activations would swamp the readout's memory in the RSS)."""
     import torch
 
+    from vislab.models.v1.readouts import FactorizedReadout, GaussianReadout
+
     torch.manual_seed(0)
-    model = encoder(neurons, readout) if readout != "none" else encoder(1, "gaussian")
-    params = sum(p.numel() for p in model.readouts.parameters()) if readout != "none" else 0
+    shape = FEATURES
+    feats = torch.randn(batch, *shape)
+    model = FactorizedReadout(shape, neurons) if readout == "factorized" else GaussianReadout(shape, neurons)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.randn(batch, 1, H, W)
     for _ in range(2):
-        loss = model(x, "s").sum() + model.regularizer()
+        loss = model(feats).sum() + model.regularizer()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return {"peak_rss_mb": peak_rss_mb(), "readout_params": params, "feature_shape": list(model.feature_shape("s"))}
+    params = sum(p.numel() for p in model.parameters())
+    # parameters + gradients + Adam's two moments, and the (B, C, N) intermediate and its gradient
+    analytic = (4 * params + 2 * batch * shape[0] * neurons) * 4 / 2**20
+    return {"peak_rss_mb": peak_rss_mb(), "readout_params": params, "analytic_mb": analytic}
 
 
-def run_child(args: list[str]) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False)
+def run_child(args: list[str], threads: int) -> dict[str, Any]:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False,
+                         env=env)
     if out.returncode != 0:
         raise RuntimeError(f"child {args} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -144,45 +155,51 @@ def make_shards(root: Path, neurons: int, trials: int) -> Path:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--neurons", type=int, default=5000)
-    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--threads", type=int, default=1, help="torch threads of every case")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--skip-vislab", action="store_true", help="skip the Lightning + shards case")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
         kind, *rest = a.child
-        fn = {"plain": lambda: child_plain(int(rest[0]), int(rest[1]), int(rest[2]), int(rest[3])),
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        fn = {"plain": lambda: child_plain(int(rest[0]), int(rest[1]), int(rest[2])),
               "vislab": lambda: child_vislab(int(rest[0]), int(rest[1]), int(rest[2]), rest[3]),
               "readout": lambda: child_readout(int(rest[0]), rest[1], int(rest[2]))}[kind]
         print(json.dumps(fn()))
         return
 
-    n, steps, batch = a.neurons, a.steps, a.batch
-    print(f"# V1 benchmark: {n} neurons, {H}x{W} images, batch {batch}, {steps} timed steps")
-    plain = run_child(["plain", str(n), str(steps), str(batch), "0"])
+    n, steps, batch, th = a.neurons, a.steps, a.batch, a.threads
+    print(f"# V1 benchmark: {n} neurons, {H}x{W} images, batch {batch}, {steps} timed steps, {th} thread(s)")
+    plain = run_child(["plain", str(n), str(steps), str(batch)], th)
     print(f"plain PyTorch loop   {plain['samples_per_s']:8.1f} samples/s   peak RSS {plain['peak_rss_mb']:7.0f} MB")
     if not a.skip_vislab:
         with tempfile.TemporaryDirectory(prefix="bench-v1-") as tmp:
             data = make_shards(Path(tmp), n, trials=max(512, 2 * steps * batch))
-            vis = run_child(["vislab", str(n), str(steps), str(batch), str(data)])
+            vis = run_child(["vislab", str(n), str(steps), str(batch), str(data)], th)
         print(f"vislab (Lightning+shards) {vis['samples_per_s']:8.1f} samples/s   peak RSS {vis['peak_rss_mb']:7.0f} MB")
         print(f"ratio vislab / plain: throughput {vis['samples_per_s'] / plain['samples_per_s']:.2f}, "
               f"peak memory {vis['peak_rss_mb'] / plain['peak_rss_mb']:.2f}")
 
-    base = run_child(["readout", "1", "none", str(batch)])
-    print(f"\n# readout memory (one training step, batch {batch}, feature map {base['feature_shape']}), "
-          f"above the core-only baseline of {base['peak_rss_mb']:.0f} MB")
-    print(f"{'neurons':>8} {'factorized MB':>14} {'gaussian MB':>12} {'ratio':>7} {'fact. params':>13} {'gauss params':>13}")
+    base = run_child(["readout", "1", "gaussian", str(batch)], th)
+    print(f"\n# readout memory: one Adam step of the readout alone on a {FEATURES} feature map, batch {batch}; "
+          f"peak RSS above a 1-neuron readout ({base['peak_rss_mb']:.0f} MB), and counted (params x 4 + 2 B C N floats)")
+    print(f"{'neurons':>8} {'factorized MB':>14} {'gaussian MB':>12} {'ratio':>6} {'counted f/g MB':>15} "
+          f"{'fact. params':>13} {'gauss params':>13}")
     for neurons in (1000, 5000, 20000):
-        fac = run_child(["readout", str(neurons), "factorized", str(batch)])
-        gau = run_child(["readout", str(neurons), "gaussian", str(batch)])
+        fac = run_child(["readout", str(neurons), "factorized", str(batch)], th)
+        gau = run_child(["readout", str(neurons), "gaussian", str(batch)], th)
         df, dg = fac["peak_rss_mb"] - base["peak_rss_mb"], gau["peak_rss_mb"] - base["peak_rss_mb"]
-        print(f"{neurons:>8} {df:>14.0f} {dg:>12.0f} {df / max(dg, 1.0):>7.1f} {fac['readout_params']:>13,} "
-              f"{gau['readout_params']:>13,}")
-    print("factorized readout: parameters N x (H'W' + C) -- with Adam 4 copies; use the Gaussian readout (N x (C + 7)) "
-          "for thousands of neurons or large feature maps")
+        print(f"{neurons:>8} {df:>14.0f} {dg:>12.0f} {df / max(dg, 1.0):>6.1f} "
+              f"{fac['analytic_mb']:>7.0f}/{gau['analytic_mb']:<7.0f} {fac['readout_params']:>13,} {gau['readout_params']:>13,}")
+    print("the factorized readout holds N x (H'W' + C) weights (x4 with gradients and Adam): 1,568 spatial weights per "
+          "neuron here, 100 MB of state per 4k neurons; the Gaussian readout holds N x (C + 7). Both pass a (B, C, N) "
+          "tensor. Use the Gaussian readout for recordings of thousands of neurons, large feature maps, or many sessions.")
 
-    one = run_child(["plain", str(SENSORIUM_NEURONS), "10", str(batch), "1"])
+    one = run_child(["plain", str(SENSORIUM_NEURONS), str(steps), str(batch)], 1)
     epoch = SENSORIUM_TRIALS / one["samples_per_s"]
     print(f"\n# one thread, {SENSORIUM_NEURONS} neurons: {one['samples_per_s']:.1f} samples/s -> {epoch:.0f} s per "
           f"epoch of {SENSORIUM_TRIALS} trials; neuralpredictors ~{NEUROPREDICTORS_EPOCH_S:.0f} s: "

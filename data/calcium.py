@@ -24,10 +24,11 @@ MEDIAN_ABS_DIFF_PER_STD = 0.6745 * math.sqrt(2.0)
 
 def noise_level(traces: np.ndarray, frame_rate: float) -> np.ndarray:
     """CASCADE's standardized noise level nu in % per sqrt(Hz); (..., T) -> (...). NaN frames are ignored."""
-    diffs = np.abs(np.diff(np.asarray(traces, dtype=np.float64), axis=-1))
+    traces = np.asarray(traces)
+    diffs = np.abs(np.diff(traces if traces.dtype.kind == "f" else traces.astype(np.float64), axis=-1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows give NaN; callers name those neurons
-        return np.nanmedian(diffs, axis=-1) / math.sqrt(frame_rate) * 100.0
+        return np.nanmedian(diffs, axis=-1).astype(np.float64) / math.sqrt(frame_rate) * 100.0
 
 
 def noise_std_for_level(nu: float | np.ndarray, frame_rate: float) -> float | np.ndarray:

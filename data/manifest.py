@@ -115,7 +115,7 @@ def check_data_root(root: str, source: str, key: str = "data.root", required: tu
     for split in required:
         if split not in found:
             problems.append(f"{source}: '{key}'={root} has no '{split}/' shard set with a {MANIFEST}")
-    for split, d in found.items():
+    for d in found.values():
         try:
             check_shard_set(d)
         except ShardError as e:

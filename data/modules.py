@@ -15,7 +15,15 @@ import torch
 from torch.utils.data import DataLoader, default_collate
 
 from vislab.data.manifest import Manifest, check_shard_set, split_dirs
-from vislab.data.pipeline import Collate, Decode, EvalStream, StreamLoader, TrainStream, epoch_batches, loader_kwargs
+from vislab.data.pipeline import (
+    Collate,
+    Decode,
+    EvalStream,
+    StreamLoader,
+    TrainStream,
+    epoch_batches,
+    loader_kwargs,
+)
 from vislab.train.config import RunConfig
 
 

@@ -96,7 +96,7 @@ class NeuralDecode:
             "session": str(session),
             "image": torch.from_numpy(image),
             "responses": torch.from_numpy(responses.astype(np.float32) * stats.response_scale),
-            "trial": int(trial),
+            "trial": int(trial) if trial is not None else -1,
             "image_id": int(info.get("image_id", -1)),
         }
 

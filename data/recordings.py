@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from vislab.data.calcium import finite_stretches, noise_level
 from vislab.data.manifest import Manifest
 from vislab.data.shards import write_shard_set

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import fcntl
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.signal import lfilter
+
 from vislab.data.calcium import noise_std_for_level
 from vislab.data.recordings import Recording, split_recording, write_calcium_root
 from vislab.train.schemas.spikes import SimulationConfig
@@ -63,7 +65,7 @@ def simulate_recordings(cfg: SimulationConfig) -> list[Recording]:
     return out
 
 
-def ensure_simulated_root(cfg: SimulationConfig, root: Path, log=print) -> Path:
+def ensure_simulated_root(cfg: SimulationConfig, root: Path, log: Callable[[str], None] = print) -> Path:
     """Write (or confirm up to date) the simulated data root; concurrent ranks take turns (a file lock), and
     the shard writer's fingerprints make every turn after the first a no-op."""
     root.mkdir(parents=True, exist_ok=True)

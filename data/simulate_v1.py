@@ -28,6 +28,7 @@ import argparse
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +89,7 @@ def image_patches(count: int, height: int, width: int, rng: np.random.Generator)
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
         # PIL's bilinear filter widens its support when shrinking, i.e. it antialiases
-        patch = Image.fromarray(np.ascontiguousarray(crop)).resize((width, height), Image.BILINEAR)
+        patch = Image.fromarray(np.ascontiguousarray(crop)).resize((width, height), Image.Resampling.BILINEAR)
         out[i] = np.clip(np.asarray(patch, dtype=np.float32), 0, 255)
     return out
 
@@ -237,8 +238,9 @@ def main(argv: list[str]) -> int:
         else:
             p.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=value)
     a = p.parse_args(argv)
-    cfg = SimulationConfig(**{f.name: (tuple(v) if isinstance(v := getattr(a, f.name), list) else v)
-                              for f in fields(SimulationConfig)})
+    values: dict[str, Any] = {f.name: (tuple(v) if isinstance(v := getattr(a, f.name), list) else v)
+                              for f in fields(SimulationConfig)}
+    cfg = SimulationConfig(**values)
     for path in simulate(a.out, cfg):
         print(path)
     return 0

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from vislab.data.calcium import add_matched_noise, bin_spikes, resample_trace, smooth_counts
 from vislab.data.manifest import ShardError
 

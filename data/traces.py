@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
 from vislab.data.calcium import finite_stretches
 from vislab.train.config import ConfigError
 

@@ -36,8 +36,10 @@ def _torchvision_names() -> tuple[str, ...]:
 
 
 def _load_own() -> None:
-    from vislab.models import small  # noqa: F401  (registers vislab's own networks)
-    from vislab.models import backbones  # noqa: F401  (registers efficientnet_lite0)
+    from vislab.models import (
+        backbones,  # noqa: F401  (registers efficientnet_lite0)
+        small,  # noqa: F401  (registers vislab's own networks)
+    )
 
 
 def list_models() -> list[str]:

@@ -17,6 +17,7 @@ from typing import Literal, TypeAlias
 
 import numpy as np
 import torch
+
 from vislab.data.calcium import finite_stretches, noise_level, num_resampled, rebin_counts, resample_trace
 from vislab.models.spikes import SpikeCNN, conditions, net_input, windows_of
 from vislab.models.stm import STM
@@ -62,28 +63,36 @@ def infer(net: SpikeNet, traces: np.ndarray, frame_rate: float, model_rate: floa
           max_frames: int = 2**16) -> np.ndarray:
     """(N, T) dF/F at `frame_rate` -> (N, T) spikes per frame, the ensemble mean; NaN where undefined.
 
-    With `members`, (N, 1 + E, T): the mean first, then every ensemble member.
+    With `members`, (N, 1 + E, T): the mean first, then every ensemble member. Stretches of equal length
+    are batched, a few at a time (about 1 M frames), so memory stays bounded for any number of neurons.
     """
-    traces = np.asarray(traces, dtype=np.float64)
     n, t = traces.shape
     nu = noise_level(traces, frame_rate) if noise_levels is None else np.asarray(noise_levels, dtype=np.float64)
-    e = net.ensemble_size
-    out = np.full((n, 1 + e, t), np.nan, dtype=np.float32)
+    out = np.full((n, 1 + net.ensemble_size, t), np.nan, dtype=np.float32)
     groups: dict[int, list[tuple[int, int]]] = defaultdict(list)  # stretch length -> (neuron, start)
     for i in range(n):
         for a, b in finite_stretches(traces[i], min_length=min_frames(net, frame_rate, model_rate)):
             groups[b - a].append((i, a))
     for length, where in groups.items():
-        rows = np.stack([traces[i, a:a + length] for i, a in where])
-        m = num_resampled(length, frame_rate, model_rate)
-        resampled = resample_trace(rows, frame_rate, model_rate)
-        cond = None
-        if net.conditioned:
-            nus = torch.tensor([nu[i] if np.isfinite(nu[i]) else 1.0 for i, _ in where], dtype=torch.float32)
-            cond = conditions(nus, torch.full_like(nus, frame_rate), model_rate)
-        rates = run_network(net, resampled, cond, mode, max_frames)  # (k, E, m) spikes per model frame
-        rates = np.concatenate([rates.mean(axis=1, keepdims=True), rates], axis=1)
-        back = rebin_counts(rates[..., :m], model_rate, frame_rate, num_out=length)  # (k, 1 + E, length)
-        for (i, a), r in zip(where, back, strict=True):
-            out[i, :, a:a + length] = r
+        per_chunk = max(1, 2**20 // length)
+        for c in range(0, len(where), per_chunk):
+            chunk = where[c:c + per_chunk]
+            rows = np.stack([traces[i, a:a + length] for i, a in chunk]).astype(np.float64)
+            back = _infer_rows(net, rows, np.array([nu[i] for i, _ in chunk]), frame_rate, model_rate, mode, max_frames)
+            for (i, a), r in zip(chunk, back, strict=True):
+                out[i, :, a:a + length] = r
     return out if members else out[:, 0]
+
+
+def _infer_rows(net: SpikeNet, rows: np.ndarray, nu: np.ndarray, frame_rate: float, model_rate: float, mode: Mode,
+                max_frames: int) -> np.ndarray:
+    """(k, length) finite stretches -> (k, 1 + E, length) spikes per frame at `frame_rate`."""
+    length = rows.shape[-1]
+    m = num_resampled(length, frame_rate, model_rate)
+    cond = None
+    if net.conditioned:
+        nus = torch.tensor(np.where(np.isfinite(nu), nu, 1.0), dtype=torch.float32)
+        cond = conditions(nus, torch.full_like(nus, frame_rate), model_rate)
+    rates = run_network(net, resample_trace(rows, frame_rate, model_rate), cond, mode, max_frames)  # (k, E, m)
+    rates = np.concatenate([rates.mean(axis=1, keepdims=True), rates], axis=1)
+    return rebin_counts(rates[..., :m], model_rate, frame_rate, num_out=length)

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+
 from vislab.data.calcium import bin_spikes, rebin_counts, smooth_counts
 
 ERROR_SMOOTHING_S = 0.2  # CASCADE's default smoothing for its error and bias measures

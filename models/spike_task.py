@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import default_collate
+
 from vislab.data.manifest import Manifest
 from vislab.data.modules import ShardDataModule
 from vislab.data.spike_samples import PieceDecode, RecordingDecode, collate_recordings
@@ -27,7 +28,7 @@ from vislab.models.spike_infer import SpikeNet, infer
 from vislab.models.spike_metrics import merge, recording_stats, report
 from vislab.models.spikes import SpikeCNN, conditions, net_input, receptive_field
 from vislab.models.stm import STM
-from vislab.train.config import RunConfig
+from vislab.train.schemas.spikes import SpikesConfig
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -36,7 +37,7 @@ def collate_calcium(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return collate_recordings(samples) if isinstance(samples[0]["trace"], np.ndarray) else default_collate(samples)
 
 
-def training_datasets(cfg: RunConfig, meta: dict[str, Any]) -> list[str]:
+def training_datasets(cfg: SpikesConfig, meta: dict[str, Any]) -> list[str]:
     names = cfg.data.datasets or sorted(meta.get("datasets", {}))
     return [n for n in names if n not in cfg.data.exclude_datasets]
 
@@ -58,7 +59,9 @@ def select_shards(m: Manifest, keep: set[str], balance: float | None = None) -> 
 class CalciumDataModule(ShardDataModule):
     """The shared shard reader over the selected datasets of a calcium data root."""
 
-    def __init__(self, cfg: RunConfig, decode: dict[str, Any]):
+    cfg: SpikesConfig
+
+    def __init__(self, cfg: SpikesConfig, decode: dict[str, Any]):
         super().__init__(cfg, decode, collate=collate_calcium)
         d = cfg.data
         base_meta = self.manifests["train"].meta
@@ -85,12 +88,12 @@ class CalciumDataModule(ShardDataModule):
         return base
 
 
-def window_of(cfg: RunConfig) -> int:
+def window_of(cfg: SpikesConfig) -> int:
     m = cfg.model
     return receptive_field(m.kernel_sizes) if m.name == "cnn" else m.stm_window
 
 
-def datamodule(cfg: RunConfig) -> CalciumDataModule:
+def datamodule(cfg: SpikesConfig) -> CalciumDataModule:
     d = cfg.data
     if d.simulate.enabled:
         from vislab.data.simulate import ensure_simulated_root
@@ -103,7 +106,7 @@ def datamodule(cfg: RunConfig) -> CalciumDataModule:
 
 
 # ----------------------------------------------------------------------------------------- the model
-def model_spec(cfg: RunConfig, meta: dict[str, Any]) -> dict[str, Any]:
+def model_spec(cfg: SpikesConfig, meta: dict[str, Any]) -> dict[str, Any]:
     m = cfg.model
     if m.name == "stm":
         return {"builder": "vislab.models.stm:build_stm",
@@ -115,13 +118,13 @@ def model_spec(cfg: RunConfig, meta: dict[str, Any]) -> dict[str, Any]:
                        "output": "softplus" if m.loss == "poisson" else "linear"}}
 
 
-def bare_model(cfg: RunConfig, meta: dict[str, Any]) -> SpikeNet:
+def bare_model(cfg: SpikesConfig, meta: dict[str, Any]) -> SpikeNet:
     net = build_from_spec(model_spec(cfg, meta))
     assert isinstance(net, SpikeCNN | STM)
     return net
 
 
-def export_info(cfg: RunConfig, meta: dict[str, Any]) -> dict[str, Any]:
+def export_info(cfg: SpikesConfig, meta: dict[str, Any]) -> dict[str, Any]:
     net = bare_model(cfg, meta)
     return {
         "architecture": cfg.model.name,
@@ -137,7 +140,7 @@ def export_info(cfg: RunConfig, meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def example_input(cfg: RunConfig, info: dict[str, Any], batch_size: int) -> torch.Tensor:
+def example_input(cfg: SpikesConfig, info: dict[str, Any], batch_size: int) -> torch.Tensor:
     """The first evaluation recordings at the model's rate, conditioned as inference does."""
     from vislab.data.calcium import resample_trace
 
@@ -152,7 +155,7 @@ def example_input(cfg: RunConfig, info: dict[str, Any], batch_size: int) -> torc
     return net_input(trace, cond)
 
 
-def module(cfg: RunConfig, meta: dict[str, Any]) -> SpikeModule:
+def module(cfg: SpikesConfig, meta: dict[str, Any]) -> SpikeModule:
     return SpikeModule(cfg, meta)
 
 
@@ -164,8 +167,9 @@ def seen_neurons(meta: dict[str, Any]) -> set[tuple[str, str]]:
 
 class SpikeModule(VislabModule):
     model: SpikeNet
+    cfg: SpikesConfig
 
-    def __init__(self, cfg: RunConfig, meta: dict[str, Any] | None = None):
+    def __init__(self, cfg: SpikesConfig, meta: dict[str, Any] | None = None):
         super().__init__(cfg, meta)
         self.model = bare_model(cfg, self.meta)
         self._stats: dict[tuple[str, str], dict[str, Any]] = {}

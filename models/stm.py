@@ -14,6 +14,7 @@ import math
 
 import torch
 from torch import nn
+
 from vislab.models.spikes import NUM_CONDITIONS
 
 MAX_LOG_RATE = 12.0  # exp() overflows float32 past ~88; a frame never holds e^12 spikes

@@ -26,7 +26,6 @@ def _offline_wandb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("VISLAB_RUN_DIR", raising=False)
     yield
-    os.environ.pop("VISLAB_RUN_DIR", None)  # an in-process fit() sets it for its DDP children
 
 
 def run_cli(args: list[str], *, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None,

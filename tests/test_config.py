@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from vislab.data.manifest import Manifest
 from vislab.train.cli import main
 from vislab.train.config import ConfigError, load_config

@@ -5,7 +5,6 @@ clear errors for other architectures and misshapen tensors, wandb artifacts."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -24,9 +23,8 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def _fit(config: str, overrides: list[str]) -> Path:
     from vislab.train.config import load_config
-    from vislab.train.run import RUN_DIR_ENV, fit
+    from vislab.train.run import fit
 
-    os.environ.pop(RUN_DIR_ENV, None)  # fit() leaves it set for DDP ranks; each fit here is a new run
     return fit(load_config(REPO / "configs" / config, overrides))
 
 

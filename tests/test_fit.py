@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO, run_cli
+
 from vislab.train.wandb_reader import read_run
 
 CFG = str(REPO / "configs" / "classify" / "digits.yaml")

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, needs_shared, run_cli
+
 from vislab.data.manifest import Manifest
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
+
 from vislab.data.manifest import Manifest
 from vislab.data.pipeline import EvalStream, StreamLoader, TrainStream, decode_fields, epoch_batches
 from vislab.data.shards import write_shard_set

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO
+
 from vislab.models.optim import lr_factor
 from vislab.train.config import OptimConfig, load_config
 from vislab.train.run import fit

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import webdataset as wds
-
 from conftest import run_cli
+
 from vislab.data.importers.imagefolder import run as shard_imagefolder
 from vislab.data.manifest import Manifest, ShardError, check_shard_set
 from vislab.data.pipeline import EvalStream, _SkipStats, read_shard

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_cli
 from omegaconf import OmegaConf
+
 from vislab.train import restarts
 from vislab.train.config import ConfigError
 from vislab.train.sweep import array_spec, format_value, load_sweep

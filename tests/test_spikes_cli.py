@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 from scipy.io import savemat
+
 from vislab.train.config import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -156,6 +157,7 @@ def test_crossval_runs_one_fold_per_dataset(tmp_path: Path) -> None:
 
 def test_shard_cli_detects_the_cascade_layout(tmp_path: Path) -> None:
     from calcium_fixtures import write_cascade_tree
+
     from vislab.data.manifest import split_dirs
     from vislab.train.cli import main
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from calcium_fixtures import write_cascade_tree
 from scipy.io import savemat
+
 from vislab.data.calcium import (
     add_matched_noise,
     bin_spikes,
@@ -200,3 +201,24 @@ def test_spike_config_problems_are_reported_together(tiny_root: Path) -> None:
     assert "'model.kernel_sizes' needs three positive integers" in text
     manifest = Manifest.load(tiny_root / "train")
     assert manifest.meta["family"] == "calcium"
+
+
+@pytest.mark.realdata
+def test_shared_cascade_ground_truth_quirks(tmp_path: Path) -> None:
+    """The real database: ephys-only trials (DS03), traces longer than their time stamps (DS04), NaN gaps (DS07)."""
+    from conftest import needs_shared
+
+    from vislab.data.importers.cascade import load_ground_truth
+
+    src = needs_shared("cascade")
+    for name in ("DS03-Cal520-m-S1", "DS04-OGB1-zf-pDp", "DS07-GCaMP6f-zf-dD"):
+        (tmp_path / name).symlink_to(src / name)
+    with pytest.warns(UserWarning, match=r"CAttached_S1_Cal520_cell5_mini\.mat: recording 1 has no fluo_time"):
+        recs = load_ground_truth(tmp_path, log=lambda s: None)
+    by_ds = {d: [r for r in recs if r.dataset == d] for d in ("DS03-Cal520-m-S1", "DS04-OGB1-zf-pDp", "DS07-GCaMP6f-zf-dD")}
+    assert {r.neuron for r in by_ds["DS03-Cal520-m-S1"]} and len({r.neuron for r in by_ds["DS04-OGB1-zf-pDp"]}) == 15
+    assert all(np.isfinite(r.trace).all() and len(r.trace) >= 2 for r in recs)
+    assert np.median([r.frame_rate for r in by_ds["DS03-Cal520-m-S1"]]) == pytest.approx(500.0, rel=1e-3)
+    assert np.median([r.frame_rate for r in by_ds["DS04-OGB1-zf-pDp"]]) == pytest.approx(7.8, abs=0.1)
+    gappy = [r for r in by_ds["DS07-GCaMP6f-zf-dD"] if r.t0 > 1.0]  # a part after a NaN stretch
+    assert gappy and all(0.2 < r.noise_level < 2.0 for r in by_ds["DS07-GCaMP6f-zf-dD"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from vislab.models.spike_infer import infer, min_frames
 from vislab.models.spike_metrics import recording_stats, report
 from vislab.models.spikes import SpikeCNN, net_input, receptive_field, windows_of

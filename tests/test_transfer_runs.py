@@ -36,12 +36,10 @@ def root(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReques
 
 
 def _fit(path: Path, overrides: list[str]) -> dict[str, Any]:
-    import os
 
     from vislab.train.config import load_config
-    from vislab.train.run import RUN_DIR_ENV, fit
+    from vislab.train.run import fit
 
-    os.environ.pop(RUN_DIR_ENV, None)  # fit() leaves it set for DDP ranks; each fit here is a new run
     run_dir = fit(load_config(path, overrides))
     return json.loads((run_dir / "summary.json").read_text())
 

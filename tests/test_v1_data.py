@@ -90,13 +90,13 @@ def test_array_importers_npz_and_hdf5(tmp_path: Path) -> None:
     import h5py
 
     rng = np.random.default_rng(0)
-    arrays = {"images": rng.uniform(0, 255, (20, 8, 10)).astype(np.float32),
+    arrays: dict[str, np.ndarray] = {"images": rng.uniform(0, 255, (20, 8, 10)).astype(np.float32),
               "responses": rng.poisson(2.0, (20, 3)).astype(np.float64),
               "tiers": np.array(["train"] * 12 + ["validation"] * 4 + ["test"] * 4),
               "image_ids": np.array(list(range(16)) + [100, 100, 101, 101])}
     src = tmp_path / "src"
     src.mkdir()
-    np.savez(src / "rec_a.npz", **arrays)
+    np.savez(src / "rec_a.npz", **arrays)  # type: ignore[arg-type]  # numpy stubs: allow_pickle
     with h5py.File(src / "rec_b.h5", "w") as f:
         for k, v in arrays.items():
             f[k] = v.astype("S") if v.dtype.kind == "U" else v

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO, run_cli
+
 from vislab.data.simulate_v1 import GROUND_TRUTH
 from vislab.train.wandb_reader import read_run
 

@@ -156,7 +156,7 @@ def cmd_shard_verify(argv: list[str]) -> int:
     if not sets:
         raise ConfigError([f"{a.dir}: no {MANIFEST} here or in train/ val/ test/"])
     bad = 0
-    for split, d in sets.items():
+    for d in sets.values():
         problems = verify_shard_set(d)
         bad += len(problems)
         for msg in problems:
@@ -214,13 +214,16 @@ def cmd_runs(argv: list[str]) -> int:
 
 def cmd_simulate(argv: list[str]) -> int:
     """`vislab simulate v1 OUT [...]`: data with known ground truth, in a real recording layout."""
-    simulators = {"v1": "vislab.data.simulate_v1"}
+    simulators = {"v1": ("vislab.data.simulate_v1", "model V1 neurons with known receptive fields (Sinz static layout)")}
     if not argv or argv[0] not in simulators:
-        print(f"usage: vislab simulate {{{','.join(simulators)}}} OUT [options] (--help for the options)", file=sys.stderr)
-        return 2
+        p = argparse.ArgumentParser(prog="vislab simulate", description=cmd_simulate.__doc__)
+        p.add_argument("kind", choices=sorted(simulators),
+                       help="; ".join(f"{k}: {what}" for k, (_, what) in simulators.items()))
+        p.add_argument("args", nargs=argparse.REMAINDER, help="OUT and the simulator's options (KIND --help)")
+        p.parse_args(argv)  # --help exits 0; a missing or unknown kind exits 2 with argparse's message
     import importlib
 
-    return int(importlib.import_module(simulators[argv[0]]).main(argv[1:]))
+    return int(importlib.import_module(simulators[argv[0]][0]).main(argv[1:]))
 
 
 def cmd_infer(argv: list[str]) -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vislab.train.config import ConfigError, load_config
+from vislab.train.schemas.spikes import SpikesConfig
 
 COLUMNS = (("corr", "corr (ensemble)"), ("corr_member", "corr (one network)"), ("error", "error"), ("bias", "bias"))
 
@@ -85,6 +86,7 @@ def crossval(config: Path, overrides: list[str], datasets: list[str] | None = No
     if cfg.task != "spikes":
         raise ConfigError([f"{config}: crossval is leave-one-dataset-out over calcium datasets (task spikes), "
                            f"not task '{cfg.task}'"])
+    assert isinstance(cfg, SpikesConfig)
     if cfg.data.simulate.enabled:  # the folds would each make it; make it once, before listing its datasets
         from vislab.data.simulate import ensure_simulated_root
 

@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from vislab.data.calcium import noise_level
 from vislab.data.traces import describe_gaps, read_traces
 from vislab.train.config import ConfigError
+from vislab.train.schemas.spikes import SpikesConfig
 
 
 def load_spike_model(source: Path) -> tuple[Any, dict[str, Any]]:
@@ -47,6 +49,7 @@ def load_spike_model(source: Path) -> tuple[Any, dict[str, Any]]:
     cfg = from_dict(ck["vislab"]["config"])
     if cfg.task != "spikes":
         raise ConfigError([f"{ckpt}: a checkpoint of task '{cfg.task}', not a spikes model"])
+    assert isinstance(cfg, SpikesConfig)
     meta = ck["vislab"].get("meta", {})
     net = build_from_spec(get_task("spikes").implementation().model_spec(cfg, meta))
     load_state_strict(net, model_state(ck["state_dict"]), source=str(ckpt))
@@ -60,7 +63,7 @@ def applicability(frame_rate: float, nu: np.ndarray, info: dict[str, Any], path:
     lo, hi = training.get("rate_range", [model_rate, model_rate])
     if not lo / 1.25 <= frame_rate <= hi * 1.25:
         out.append(f"{path}: frame rate {frame_rate:g} Hz is far outside the rates the model was trained for "
-                   f"({lo:g}-{hi:g} Hz, model rate {model_rate:g} Hz); predictions may be unreliable")
+                   f"({lo:.3g}-{hi:.3g} Hz, model rate {model_rate:g} Hz); predictions may be unreliable")
     nlo, nhi = training.get("noise_range", [0.0, math.inf])
     bad = [(i, v) for i, v in enumerate(nu) if np.isfinite(v) and not nlo / 1.25 <= v <= nhi * 1.25]
     if bad:

@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
+
 from vislab.train import restarts
 from vislab.train.signals import SIGNALS, requeue, slurm_job_id
 

@@ -7,6 +7,7 @@ re-executes the same command for the other ranks; they find the run directory in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,20 +173,37 @@ def fit(cfg: RunConfig) -> Path:
     from vislab.train.signals import catch_signals
 
     catch_signals()  # before the slow imports: a Slurm signal during start-up is handled at the first step
-    import pytorch_lightning as pl
-    import torch
-    from pytorch_lightning.loggers import CSVLogger
-
-    from vislab.train.trainer import build_trainer
-    from vislab.train.tracking import wandb_logger
-
     t0 = time.time()
     run = prepare_run(cfg)
     if run.resume_ckpt:
         check_checkpoint_matches(cfg, run.resume_ckpt)
     if is_rank_zero():
         write_run_config(run, cfg)
-    os.environ[RUN_DIR_ENV] = str(run.dir)  # the ranks Lightning starts re-run this command and read it
+    with _run_dir_env(run.dir):
+        return _fit(cfg, run, t0)
+
+
+@contextlib.contextmanager
+def _run_dir_env(run_dir: Path) -> Iterator[None]:
+    """The ranks Lightning starts re-run this command and read the run directory from the environment; the
+    process that set it unsets it afterwards, so a later fit in the same process is a new run."""
+    owned = RUN_DIR_ENV not in os.environ
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    try:
+        yield
+    finally:
+        if owned:
+            os.environ.pop(RUN_DIR_ENV, None)
+
+
+def _fit(cfg: RunConfig, run: Run, t0: float) -> Path:
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.loggers import CSVLogger
+
+    from vislab.train.tracking import wandb_logger
+    from vislab.train.trainer import build_trainer
+
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm, module = _build(cfg)
     loggers: list[Any] = [CSVLogger(save_dir=str(run.dir), name="logs")]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+
 from vislab.train.config import ConfigError
 
 SWEEP_KEYS = ("grid", "list", "max_parallel", "group")

@@ -116,12 +116,13 @@ def _register_all() -> None:
     register_task("classify", schema=ClassifyConfig, impl="vislab.models.classifier",
                   check=_check_classify, monitor="val/acc1", monitor_mode="max",
                   description="image classification with any torchvision or vislab architecture")
-    from vislab.train.schemas.spikes import CalciumDataConfig, SpikeModelConfig, check_spikes
+    from vislab.train.schemas.spikes import SpikesConfig, check_spikes
 
-    register_task("spikes", model=SpikeModelConfig, data=CalciumDataConfig, impl="vislab.models.spike_task",
+    register_task("spikes", schema=SpikesConfig, impl="vislab.models.spike_task",
                   check=check_spikes, monitor="val/corr", monitor_mode="max",
                   description="calcium spike inference (CASCADE-like CNN, STM baseline) on ground truth")
-    from vislab.train.schemas.v1 import V1Config, check as check_v1
+    from vislab.train.schemas.v1 import V1Config
+    from vislab.train.schemas.v1 import check as check_v1
 
     register_task("v1", schema=V1Config, impl="vislab.models.v1.module", check=check_v1, monitor="val/corr",
                   monitor_mode="max", description="mouse-V1 response predictors: shared core, per-session readouts")

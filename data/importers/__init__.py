@@ -32,9 +32,13 @@ def register_importer(imp: Importer) -> Importer:
 
 def load_importers() -> dict[str, Importer]:
     """Import the modules that register importers (explicit list: no plugin magic)."""
-    from vislab.data.importers import imagefolder  # noqa: F401
-    from vislab.data.importers import cascade, spikefinder  # noqa: F401  (calcium ground truth)
-    from vislab.data.importers import neural_arrays, static_v1  # noqa: F401  (V1 recordings)
-    from vislab.data.importers import fixations  # noqa: F401  (eye fixations: OSIE, CSV)
+    from vislab.data.importers import (  # noqa: F401  (calcium ground truth)  # noqa: F401  (V1 recordings)
+        cascade,
+        fixations,  # noqa: F401  (eye fixations: OSIE, CSV)
+        imagefolder,  # noqa: F401
+        neural_arrays,
+        spikefinder,
+        static_v1,
+    )
 
     return IMPORTERS

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from vislab.data.importers import Importer, register_importer
 from vislab.data.manifest import Manifest
 from vislab.data.recordings import Recording, split_recording, write_calcium_root, writer_options

@@ -30,6 +30,7 @@ from vislab.data.importers import Importer, register_importer
 from vislab.data.importers.imagefolder import encode_image
 from vislab.data.manifest import Manifest
 from vislab.data.shards import encode_npy, plan_shards, write_shard_set
+from vislab.train.config import ConfigError
 
 Coords = Literal["pixels", "pixels1", "normalized"]
 COORDINATES = "x, y in [0, 1): (pixel centre) / (width, height), origin top-left"
@@ -109,11 +110,11 @@ def read_osie(src: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     entries = np.atleast_1d(loadmat(src / "fixations.mat", squeeze_me=True, struct_as_record=False)["fixations"])
     stimuli = sorted(p.name for p in (src / "stimuli").iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if len(entries) != len(stimuli):
-        raise ValueError(f"{src}/fixations.mat has {len(entries)} entries but stimuli/ holds {len(stimuli)} images")
+        raise ConfigError([f"{src}/fixations.mat has {len(entries)} entries but stimuli/ holds {len(stimuli)} images"])
     records = {}
     for entry, name in zip(entries, stimuli, strict=True):
         if str(entry.img) != name:
-            raise ValueError(f"{src}/fixations.mat: entry for '{entry.img}' is where '{name}' was expected (sorted order)")
+            raise ConfigError([f"{src}/fixations.mat: entry for '{entry.img}' is where '{name}' was expected (sorted order)"])
         w, h = image_size(src / "stimuli" / name)
         xs, ys, subj = [], [], []
         for s, subject in enumerate(np.atleast_1d(entry.subjects)):
@@ -153,12 +154,12 @@ def read_csv(path: Path, images: Path, coords: Coords) -> tuple[dict[str, tuple[
         reader = csv.DictReader(f)
         missing = {"image", "x", "y"} - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(f"{path}: missing columns {sorted(missing)} (header: {reader.fieldnames})")
+            raise ConfigError([f"{path}: missing columns {sorted(missing)} (header: {reader.fieldnames})"])
         for i, row in enumerate(reader, start=2):
             try:
                 x, y = float(row["x"]), float(row["y"])
             except ValueError as e:
-                raise ValueError(f"{path}:{i}: x/y not numbers ({row['x']!r}, {row['y']!r})") from e
+                raise ConfigError([f"{path}:{i}: x/y not numbers ({row['x']!r}, {row['y']!r})"]) from e
             subject = subjects.setdefault(row.get("subject") or "", len(subjects))
             rows[row["image"]].append((x, y, subject))
             if row.get("split"):
@@ -166,13 +167,13 @@ def read_csv(path: Path, images: Path, coords: Coords) -> tuple[dict[str, tuple[
     records = {}
     for name, fixes in rows.items():
         if not (images / name).is_file():
-            raise ValueError(f"{path}: image '{name}' not found in {images}")
+            raise ConfigError([f"{path}: image '{name}' not found in {images}"])
         w, h = image_size(images / name)
         a = np.asarray(fixes, dtype=np.float64)
         records[name] = (normalise(a[:, 0], a[:, 1], w, h, coords), a[:, 2].astype(np.int64))
     bad = sorted({s for s in given_split.values() if s not in ("train", "val", "test")})
     if bad:
-        raise ValueError(f"{path}: unknown split values {bad} (use train, val, test)")
+        raise ConfigError([f"{path}: unknown split values {bad} (use train, val, test)"])
     return records, given_split
 
 
@@ -180,7 +181,7 @@ def run_csv(src: Path, out: Path, *, shard_size_mb: float = 256, max_side: int |
             seed: int = 0, images: str | None = None, coords: str = "pixels", val_fraction: str | float = 0.15,
             test_fraction: str | float = 0.15, log: Any = print, **_: Any) -> dict[str, Manifest]:
     if coords not in ("pixels", "pixels1", "normalized"):
-        raise ValueError(f"--coords {coords!r}: use pixels, pixels1 or normalized")
+        raise ConfigError([f"--coords {coords!r}: use pixels, pixels1 or normalized"])
     root = Path(images) if images else src.parent
     records, given = read_csv(src, root, coords)  # type: ignore[arg-type]
     splits = given if len(given) == len(records) else assign_splits(list(records), float(val_fraction),

@@ -88,6 +88,10 @@ def encode_image(item: tuple[str, int], root: str, max_side: int | None, quality
         return {"__key__": _key(rel), "png": buf.getvalue(), "cls": label}
 
 
+def _size_of(sizes: dict[str, int], item: tuple[str, int]) -> int:
+    return sizes[item[0]]
+
+
 def run(src: Path, out: Path, *, shard_size_mb: float = 256, max_side: int | None = None, workers: int = 4,
         seed: int = 0, log: Any = print, **_: Any) -> dict[str, Manifest]:
     splits = splits_of(src)
@@ -105,7 +109,7 @@ def run(src: Path, out: Path, *, shard_size_mb: float = 256, max_side: int | Non
             raise ValueError(f"{d}: no images with extensions {sorted(EXTENSIONS)}")
         random.Random(seed).shuffle(items)  # mix classes across shards: any shard is a fair sample
         sizes = {rel: (d / rel).stat().st_size for rel, _ in items}
-        plans = plan_shards(items, max_bytes=int(shard_size_mb * 2**20), size_of=lambda it: sizes[it[0]])
+        plans = plan_shards(items, max_bytes=int(shard_size_mb * 2**20), size_of=partial(_size_of, sizes))
         encode = partial(encode_image, root=str(d), max_side=max_side)
         meta = {"family": "image", "classes": classes, "num_classes": len(classes)}
         manifests[split or "all"] = write_shard_set(

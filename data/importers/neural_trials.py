@@ -92,7 +92,7 @@ def rescale(image: np.ndarray, scale: float) -> np.ndarray:
 
     c, h, w = image.shape
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.stack([np.asarray(Image.fromarray(image[i].astype(np.float32)).resize(size, Image.BILINEAR)) for i in range(c)])
+    return np.stack([np.asarray(Image.fromarray(image[i].astype(np.float32)).resize(size, Image.Resampling.BILINEAR)) for i in range(c)])
 
 
 def check_trial(data: dict[str, np.ndarray], num_neurons: int, image_shape: Sequence[int], where: str) -> list[str]:
@@ -272,11 +272,13 @@ def write_sessions(sources: Sequence[SessionSource], out: Path, *, shard_size_mb
             log(f"session {s.session}: images are {s.image_shape[1]}x{s.image_shape[2]}; configs/v1 are tuned for "
                 f"36x64 (SENSORIUM's 0.25 downsampling): consider --image-scale {36 / s.image_shape[1]:.3g}")
     totals = scan(sources, workers)
-    meta = {"family": "neural", "sessions": {s.session: session_meta(s, t) for s, t in zip(sources, totals, strict=True)}}
+    meta: dict[str, Any] = {"family": "neural",
+                            "sessions": {s.session: session_meta(s, t) for s, t in zip(sources, totals, strict=True)}}
     for name, info in meta["sessions"].items():
         if "tiers_left_out" in info:
             log(f"session {name}: tiers left out (not train/validation/test): {info['tiers_left_out']}")
     encode = partial(encode_trial, sources=tuple(sources))
+    sizes = [_trial_bytes(s) for s in sources]
     manifests = {}
     for split in ("train", "val", "test"):
         items = [(i, int(t)) for i, s in enumerate(sources) for t in range(len(s.tiers)) if TIERS.get(str(s.tiers[t])) == split]
@@ -284,7 +286,6 @@ def write_sessions(sources: Sequence[SessionSource], out: Path, *, shard_size_mb
             continue
         if split == "train":
             random.Random(seed).shuffle(items)  # every shard (and batch) mixes the sessions
-        sizes = [_trial_bytes(s) for s in sources]
         plans = plan_shards(items, max_count=max_trials_per_shard, max_bytes=int(shard_size_mb * 2**20),
                             size_of=lambda it: sizes[it[0]])
         manifests[split] = write_shard_set(out / split, plans, encode, workers=workers,

@@ -16,7 +16,7 @@ pixels (x = column, y = row).
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -70,12 +70,23 @@ def _activation(name: Activation) -> nn.Module:
 class DepthSeparableConv2d(nn.Sequential):
     """1x1 conv -> depthwise kxk conv -> 1x1 conv (MobileNet-style; neuralpredictors' DepthSeparableConv2d)."""
 
+    in_depth_conv: nn.Conv2d
+    spatial_conv: nn.Conv2d
+    out_depth_conv: nn.Conv2d
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int, bias: bool = False):
         super().__init__(OrderedDict(
             in_depth_conv=nn.Conv2d(in_channels, out_channels, 1, bias=bias),
             spatial_conv=nn.Conv2d(out_channels, out_channels, kernel_size, padding=padding, groups=out_channels, bias=bias),
             out_depth_conv=nn.Conv2d(out_channels, out_channels, 1, bias=bias),
         ))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.in_depth_conv(x)
+        # PyTorch's CPU backward of a depthwise conv in NCHW is ~100x slower than in channels_last with more
+        # than one thread (measured: 7.8 s vs 0.03 s for (16, 64, 28, 56), 7x7, 2 threads); GPUs like it too
+        x = self.spatial_conv(x.contiguous(memory_format=torch.channels_last))
+        return self.out_depth_conv(x)
 
 
 class StackedCore(nn.Module):
@@ -122,13 +133,13 @@ class StackedCore(nn.Module):
         return torch.cat([outputs[i] for i in self.stack], dim=1) if len(self.stack) > 1 else outputs[-1]
 
     def first_layer_weight(self) -> torch.Tensor:
-        return self.features[0].conv.weight  # (channels, in_channels, k, k)
+        return cast(nn.Conv2d, self.features[0].conv).weight  # (channels, in_channels, k, k)
 
     def regularizer(self) -> torch.Tensor:
         w0 = self.first_layer_weight()
         reg = self.gamma_input * laplace_penalty(w0, normalized=self.input_regularizer == "laplace_l2norm")
         if self.gamma_hidden and not self.depth_separable and len(self.features) > 1:
-            hidden = [group_sparsity(layer.conv.weight) for layer in self.features[1:]]
+            hidden = [group_sparsity(cast(nn.Conv2d, layer.conv).weight) for layer in self.features[1:]]
             reg = reg + self.gamma_hidden * torch.stack(hidden).mean()
         if self.gamma_center:
             spatial = [m.weight for m in self.features.modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1]

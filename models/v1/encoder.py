@@ -13,7 +13,7 @@ ELU + 1 (neuralpredictors' FiringRateEncoder) or softplus.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,9 @@ class Encoder(nn.Module):
     def sessions(self) -> list[str]:
         return list(self.readouts.keys())
 
+    def readout_of(self, session: str) -> Readout:
+        return cast(Readout, self.readouts[session])
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.core(images)
 
@@ -66,28 +69,28 @@ class Encoder(nn.Module):
     def regularizer(self, core_weight: float = 1.0) -> torch.Tensor:
         """`core_weight` x the core's penalty plus every readout's penalty."""
         reg = core_weight * self.core.regularizer()
-        for r in self.readouts.values():
-            reg = reg + r.regularizer()
+        for s in self.sessions:
+            reg = reg + self.readout_of(s).regularizer()
         return reg
 
     def constrain(self) -> None:
-        for r in self.readouts.values():
-            r.constrain()
+        for s in self.sessions:
+            self.readout_of(s).constrain()
 
     @torch.no_grad()
     def feature_shape(self, session: str) -> tuple[int, int, int]:
-        return self.readouts[session].in_shape  # type: ignore[return-value]
+        return self.readout_of(session).in_shape
 
     @torch.no_grad()
     def rf_positions(self, session: str) -> torch.Tensor:
         """(neurons, 2) readout positions mapped to image pixels (x = column, y = row)."""
         _, h, w = self.image_shapes[session]
         _, fh, fw = self.feature_shape(session)
-        xy = self.readouts[session].positions().float().cpu()
+        xy = self.readout_of(session).positions().float().cpu()
         return self.core.feature_to_pixel(xy, (h, w), (fh, fw))
 
     def initialize_bias(self, session: str, mean_rate: torch.Tensor) -> None:
-        self.readouts[session].initialize_bias(inverse_output(mean_rate, self.output))
+        self.readout_of(session).initialize_bias(inverse_output(mean_rate, self.output))
 
 
 def _feature_shape(core: nn.Module, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:

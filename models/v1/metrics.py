@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 EPS = 1e-8
 FEV_THRESHOLD = 0.15
@@ -139,6 +140,12 @@ class CorrelationSums(Metric):
     """
 
     full_state_update = False
+    n: torch.Tensor
+    sx: torch.Tensor
+    sy: torch.Tensor
+    sxx: torch.Tensor
+    syy: torch.Tensor
+    sxy: torch.Tensor
 
     def __init__(self, num_neurons: int, eps: float = EPS, **kwargs: Any):
         super().__init__(**kwargs)
@@ -163,3 +170,43 @@ class CorrelationSums(Metric):
         sdx = (self.sxx / n - mx * mx).clamp(min=0).sqrt()
         sdy = (self.syy / n - my * my).clamp(min=0).sqrt()
         return (cov / ((sdx + self.eps) * (sdy + self.eps))).float()
+
+
+class TrialCollector(Metric):
+    """Every test trial's predictions, responses and image id, gathered from all ranks.
+
+    States are flat float64 vectors: a rank without trials of a session contributes an empty (0,) vector,
+    which torchmetrics can gather next to the others (2-D states of a different rank would not match)."""
+
+    full_state_update = False
+    predictions: list[torch.Tensor]
+    responses: list[torch.Tensor]
+    image_ids: list[torch.Tensor]
+
+    def __init__(self, num_neurons: int):
+        super().__init__()
+        self.num_neurons = num_neurons
+        for name in ("predictions", "responses", "image_ids"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+        self.set_dtype(torch.float64)
+
+    def update(self, predictions: torch.Tensor, responses: torch.Tensor, image_ids: torch.Tensor) -> None:
+        self.predictions.append(predictions.detach().double().flatten())
+        self.responses.append(responses.detach().double().flatten())
+        self.image_ids.append(image_ids.detach().double())
+
+    def ensure_state(self) -> None:
+        """A rank that saw no trial of this session still contributes float64 (0,) tensors to the gather
+        (torchmetrics would stand in float32 ones, whose byte sizes do not match the other ranks')."""
+        for name in ("predictions", "responses", "image_ids"):
+            state = getattr(self, name)
+            if isinstance(state, list) and not state:
+                state.append(torch.zeros(0, dtype=torch.float64, device=self.device))
+
+    def compute(self) -> dict[str, np.ndarray]:
+        def cat(x: Any) -> np.ndarray:
+            return (dim_zero_cat(x) if isinstance(x, list) and x else (x if torch.is_tensor(x) else torch.zeros(0))).cpu().numpy()
+
+        n = self.num_neurons
+        return {"predictions": cat(self.predictions).reshape(-1, n), "responses": cat(self.responses).reshape(-1, n),
+                "image_ids": cat(self.image_ids).astype(np.int64)}

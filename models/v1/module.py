@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric, Metric
-from torchmetrics.utilities import dim_zero_cat
+from torchmetrics import MeanMetric
 
 from vislab.data.manifest import Manifest
 from vislab.data.modules import ShardDataModule
@@ -38,20 +38,24 @@ from vislab.data.neural import NeuralDecode, collate_sessions, session_stats
 from vislab.models.base import VislabModule
 from vislab.models.v1 import metrics as M
 from vislab.models.v1.encoder import Encoder, build_encoder
-from vislab.train.config import ConfigError, RunConfig
+from vislab.models.v1.readouts import FactorizedReadout, GaussianReadout
+from vislab.train.config import ConfigError
+from vislab.train.schemas.v1 import V1Config
 
 BUILDER = "vislab.models.v1.encoder:build_encoder"
+# a rank that read no trial of a session still takes part in the metric's all-reduce: not a mistake here
+warnings.filterwarnings("ignore", message=r".*``compute`` method of metric (CorrelationSums|TrialCollector).*")
 
 
 # ------------------------------------------------------------------------------------- entry points
-def training_meta(cfg: RunConfig) -> dict[str, Any]:
+def training_meta(cfg: V1Config) -> dict[str, Any]:
     meta = Manifest.load(Path(cfg.data.root) / "train").meta
     if meta.get("family") != "neural":
         raise ConfigError([f"data.root={cfg.data.root}: not neural shards (meta.family={meta.get('family')!r})"])
     return meta
 
 
-def datamodule(cfg: RunConfig) -> ShardDataModule:
+def datamodule(cfg: V1Config) -> ShardDataModule:
     stats = session_stats(training_meta(cfg), cfg.data.normalize_images, cfg.data.normalize_responses)
     decode = NeuralDecode(stats)
     return ShardDataModule(cfg, {"train": decode, "eval": decode}, collate=collate_sessions)
@@ -63,7 +67,7 @@ def _backbone_spec(backbone: str) -> dict[str, Any]:
     return {"builder": "vislab.models.registry:create_model", "kwargs": {"name": backbone, "num_classes": 1000}}
 
 
-def encoder_kwargs(cfg: RunConfig, meta: dict[str, Any]) -> dict[str, Any]:
+def encoder_kwargs(cfg: V1Config, meta: dict[str, Any]) -> dict[str, Any]:
     """Plain-data description of the network (an export's `spec.kwargs`)."""
     m = cfg.model
     if m.core == "stacked":
@@ -90,11 +94,11 @@ def encoder_kwargs(cfg: RunConfig, meta: dict[str, Any]) -> dict[str, Any]:
     return {"core": core, "readout": readout, "sessions": sessions, "output": m.output}
 
 
-def model_spec(cfg: RunConfig, meta: dict[str, Any]) -> dict[str, Any]:
+def model_spec(cfg: V1Config, meta: dict[str, Any]) -> dict[str, Any]:
     return {"builder": BUILDER, "kwargs": encoder_kwargs(cfg, meta)}
 
 
-def export_info(cfg: RunConfig, meta: dict[str, Any]) -> dict[str, Any]:
+def export_info(cfg: V1Config, meta: dict[str, Any]) -> dict[str, Any]:
     sessions, start = {}, 0
     stats = session_stats(meta, cfg.data.normalize_images, cfg.data.normalize_responses)
     for s, info in meta["sessions"].items():
@@ -115,7 +119,7 @@ def export_info(cfg: RunConfig, meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def example_input(cfg: RunConfig, info: dict[str, Any], batch_size: int) -> torch.Tensor:
+def example_input(cfg: V1Config, info: dict[str, Any], batch_size: int) -> torch.Tensor:
     """Normalised images of the first validation trials (of one session)."""
     dm = datamodule(cfg)
     batch = next(iter(dm.eval_loader("val" if "val" in dm.dirs else dm.test_split, rank=0, world_size=1)))
@@ -123,43 +127,15 @@ def example_input(cfg: RunConfig, info: dict[str, Any], batch_size: int) -> torc
     return group["images"][:batch_size]
 
 
-def module(cfg: RunConfig, meta: dict[str, Any]) -> V1Module:
+def module(cfg: V1Config, meta: dict[str, Any]) -> V1Module:
     return V1Module(cfg, meta)
-
-
-# ------------------------------------------------------------------------------------------ metrics
-class TrialCollector(Metric):
-    """Every test trial's predictions, responses and image id, gathered from all ranks.
-
-    States are flat float64 vectors: a rank without trials of a session contributes an empty (0,) vector,
-    which torchmetrics can gather next to the others (2-D states of a different rank would not match)."""
-
-    full_state_update = False
-
-    def __init__(self, num_neurons: int):
-        super().__init__()
-        self.num_neurons = num_neurons
-        for name in ("predictions", "responses", "image_ids"):
-            self.add_state(name, default=[], dist_reduce_fx="cat")
-        self.set_dtype(torch.float64)
-
-    def update(self, predictions: torch.Tensor, responses: torch.Tensor, image_ids: torch.Tensor) -> None:
-        self.predictions.append(predictions.detach().double().flatten())
-        self.responses.append(responses.detach().double().flatten())
-        self.image_ids.append(image_ids.detach().double())
-
-    def compute(self) -> dict[str, np.ndarray]:
-        def cat(x: Any) -> np.ndarray:
-            return (dim_zero_cat(x) if isinstance(x, list) and x else (x if torch.is_tensor(x) else torch.zeros(0))).cpu().numpy()
-
-        n = self.num_neurons
-        return {"predictions": cat(self.predictions).reshape(-1, n), "responses": cat(self.responses).reshape(-1, n),
-                "image_ids": cat(self.image_ids).astype(np.int64)}
 
 
 # ------------------------------------------------------------------------------------------- module
 class V1Module(VislabModule):
-    def __init__(self, cfg: RunConfig, meta: dict[str, Any] | None = None):
+    cfg: V1Config
+
+    def __init__(self, cfg: V1Config, meta: dict[str, Any] | None = None):
         super().__init__(cfg, meta)
         meta = self.meta
         kwargs = encoder_kwargs(cfg, meta)
@@ -171,8 +147,14 @@ class V1Module(VislabModule):
         self.train_trials = {s: max(1, int(meta["sessions"][s]["num_trials"]["train"])) for s in self.sessions}
         self.val_corr = nn.ModuleDict({s: M.CorrelationSums(meta["sessions"][s]["num_neurons"]) for s in self.sessions})
         self.val_loss = MeanMetric()
-        self.test_trials = nn.ModuleDict({s: TrialCollector(meta["sessions"][s]["num_neurons"]) for s in self.sessions})
+        self.test_trials = nn.ModuleDict({s: M.TrialCollector(meta["sessions"][s]["num_neurons"]) for s in self.sessions})
         self._report: dict[str, Any] = {}
+
+    def _val_corr(self, session: str) -> M.CorrelationSums:
+        return cast(M.CorrelationSums, self.val_corr[session])
+
+    def _test_trials(self, session: str) -> M.TrialCollector:
+        return cast(M.TrialCollector, self.test_trials[session])
 
     def _initialize(self, meta: dict[str, Any]) -> None:
         """Biases at each neuron's mean response, cortex coordinates for the position predictor."""
@@ -182,13 +164,13 @@ class V1Module(VislabModule):
                 mean = torch.tensor(info["statistics"]["responses"]["mean"]) * torch.from_numpy(stats[s].response_scale)
                 self.model.initialize_bias(s, mean.float())
             readout = self.model.readouts[s]
-            if getattr(readout, "predictor", None) is not None:
+            if isinstance(readout, GaussianReadout) and readout.predictor is not None:
                 readout.set_coordinates(torch.tensor(info["cell_motor_coordinates"], dtype=torch.float32))
 
     def setup(self, stage: str) -> None:
         """Before the first step of a fresh fit: readouts at data-driven RF estimates (same data on every rank)."""
         if stage == "fit" and self.cfg.model.readout_init == "energy" and not getattr(self.trainer, "ckpt_path", None):
-            self.initialize_readouts(self.trainer.datamodule)
+            self.initialize_readouts(self.trainer.datamodule)  # type: ignore[attr-defined]
 
     def initialize_readouts(self, dm: ShardDataModule) -> None:
         from vislab.models.v1.rf_init import EnergyCorrelation, initialize_readout
@@ -234,11 +216,11 @@ class V1Module(VislabModule):
         rates = self._predict(groups)
         processes = self.trainer.world_size * self.trainer.accumulate_grad_batches
         data = torch.zeros((), device=self.device)
-        nll_sum, values = 0.0, 0
+        nll_sum, values = torch.zeros((), device=self.device), 0
         for s, r in rates.items():
             nll = self._nll(r, groups[s]["responses"])
             data = data + math.sqrt(processes * self.train_trials[s] / len(r)) * nll
-            nll_sum, values = nll_sum + float(nll.detach()), values + r.numel()
+            nll_sum, values = nll_sum + nll.detach(), values + r.numel()  # no .item(): no GPU sync per step
         # neuralpredictors adds the core penalty with every session's batch of an optimizer step
         reg = self.model.regularizer(core_weight=len(rates))
         # readouts of sessions absent from this rank's batch still take part (DDP expects every gradient)
@@ -260,19 +242,19 @@ class V1Module(VislabModule):
         groups = batch["sessions"]
         for s, r in self._predict(groups).items():
             resp = groups[s]["responses"]
-            self.val_corr[s].update(r, resp)
+            self._val_corr(s).update(r, resp)
             nll = self._nll(r, resp) / r.numel()
             self.val_loss.update(nll, weight=r.numel())
 
     def on_validation_epoch_end(self) -> None:
-        corr = {s: self.val_corr[s].compute() for s in self.sessions}
+        corr = {s: self._val_corr(s).compute() for s in self.sessions}
         values = {f"val/corr/{s}": c.mean() for s, c in corr.items()}
         values["val/loss"] = self.val_loss.compute()
         self.log_dict({k: v.float() for k, v in values.items()}, sync_dist=True)
         # the values are already summed over ranks; sync_dist only keeps Lightning from warning
         self.log("val/corr", torch.cat(list(corr.values())).mean().float(), prog_bar=True, sync_dist=True)
-        for m in self.val_corr.values():
-            m.reset()
+        for s in self.sessions:
+            self._val_corr(s).reset()
         self.val_loss.reset()
         every = self.cfg.model.log_images_every_n_epochs
         if not self.trainer.sanity_checking and every > 0 and self.current_epoch % every == 0:
@@ -296,7 +278,7 @@ class V1Module(VislabModule):
                       {s: self.model.rf_positions(s).numpy() for s in self.sessions}, (first[1], first[2]))}
         for s in self.sessions:
             readout = self.model.readouts[s]
-            if hasattr(readout, "spatial_maps"):
+            if isinstance(readout, FactorizedReadout):
                 images[f"v1/masks/{s}"] = figures.mask_grid(readout.spatial_maps())
         for lg in loggers:
             for key, img in images.items():
@@ -306,14 +288,16 @@ class V1Module(VislabModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         groups = batch["sessions"]
         for s, r in self._predict(groups).items():
-            self.test_trials[s].update(r, groups[s]["responses"], groups[s]["image_id"])
+            self._test_trials(s).update(r, groups[s]["responses"], groups[s]["image_id"])
 
     def on_test_epoch_end(self) -> None:
         report: dict[str, Any] = {"sessions": {}}
         all_neurons: dict[str, list[np.ndarray]] = {}
         for s in self.sessions:
-            data = self.test_trials[s].compute()
-            self.test_trials[s].reset()
+            collector = self._test_trials(s)
+            collector.ensure_state()
+            data = collector.compute()
+            collector.reset()
             if len(data["predictions"]) < 2:
                 continue
             per_neuron = M.evaluate_neurons(data["predictions"], data["responses"], data["image_ids"])

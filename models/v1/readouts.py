@@ -68,6 +68,9 @@ class FactorizedReadout(nn.Module):
 
 
 class GaussianReadout(nn.Module):
+    coordinates: torch.Tensor
+    mu: nn.Parameter | None
+
     def __init__(self, in_shape: tuple[int, int, int], num_neurons: int, gamma: float = 0.0,
                  gauss_type: GaussType = "full", init_mu_range: float = 0.3, init_sigma: float = 0.1,
                  coordinates_dim: int = 0, predictor_hidden_layers: int = 1, predictor_hidden_features: int = 30):
@@ -108,8 +111,10 @@ class GaussianReadout(nn.Module):
 
     def mean_positions(self) -> torch.Tensor:
         """(N, 2) mean readout positions in grid_sample's [-1, 1] coordinates (x, y)."""
-        mu = self.predictor(self.coordinates) if self.predictor is not None else self.mu
-        return mu.clamp(-1, 1)
+        if self.predictor is not None:
+            return self.predictor(self.coordinates).clamp(-1, 1)
+        assert self.mu is not None
+        return self.mu.clamp(-1, 1)
 
     def sample_grid(self, batch_size: int, sample: bool) -> torch.Tensor:
         """(B, N, 1, 2) positions: around the mean in training (one draw per image and neuron), the mean in eval."""

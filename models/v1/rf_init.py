@@ -70,7 +70,7 @@ def initialize_readout(model: Encoder, session: str, maps: torch.Tensor, sharpen
     """Move a session's readout to its correlation-map estimates (maps: (N, H, W) in image pixels)."""
     readout = model.readouts[session]
     _, fh, fw = model.feature_shape(session)
-    image_hw = maps.shape[-2:]
+    image_hw = (int(maps.shape[-2]), int(maps.shape[-1]))
     if isinstance(readout, GaussianReadout):
         if readout.mu is None:  # positions come from the cortex predictor
             return

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from vislab.train.config import DataConfig
+from vislab.train.config import DataConfig, RunConfig
 
 
 @dataclass
@@ -95,6 +95,13 @@ class SpikeModelConfig:
     stm_features: int = 4
     """STM: quadratic features m."""
 
+
+@dataclass
+class SpikesConfig(RunConfig):
+    """A `task: spikes` run."""
+
+    data: CalciumDataConfig = field(default_factory=CalciumDataConfig)
+    model: SpikeModelConfig = field(default_factory=SpikeModelConfig)
 
 
 def _closest(name: str, valid: list[str]) -> str:

@@ -22,6 +22,8 @@ CKPT_KEY = "vislab"
 
 class VislabModule(pl.LightningModule):
     model: nn.Module
+    metrics: nn.ModuleDict
+    """{split: {name: torchmetrics.Metric}}, for families that use the default `_eval_epoch_end`."""
 
     def __init__(self, cfg: RunConfig, meta: dict[str, Any] | None = None):
         super().__init__()
@@ -59,6 +61,30 @@ class VislabModule(pl.LightningModule):
         skipped = batch.get("skipped") if isinstance(batch, dict) else None
         if skipped:
             self.log("train/skipped_samples", float(skipped), reduce_fx="sum", on_step=False, on_epoch=True)
+
+    # ----- evaluation: a family implements `_eval_step(batch, split)`; with its torchmetrics in
+    # `self.metrics[split]` (an nn.ModuleDict of ModuleDicts) the default epoch end logs and resets them -----
+    def _eval_step(self, batch: Any, split: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement _eval_step(batch, split)")
+
+    def _eval_epoch_end(self, split: str) -> None:
+        m: Any = self.metrics[split]
+        # values are already synced by torchmetrics; sync_dist only keeps Lightning from warning
+        self.log_dict({f"{split}/{k}": v.compute() for k, v in m.items()}, prog_bar=split == "val", sync_dist=True)
+        for v in m.values():
+            v.reset()
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
 
     # ----- checkpoints carry their config -----
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

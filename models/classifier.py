@@ -134,22 +134,3 @@ class ClassifierModule(VislabModule):
         m["acc1"].update(logits, batch["label"])
         m["acc5"].update(logits, batch["label"])
         m["loss"].update(loss)
-
-    def _eval_epoch_end(self, split: str) -> None:
-        m: Any = self.metrics[split]
-        # values are already synced by torchmetrics; sync_dist only keeps Lightning from warning
-        self.log_dict({f"{split}/{k}": v.compute() for k, v in m.items()}, prog_bar=(split == "val"), sync_dist=True)
-        for v in m.values():
-            v.reset()
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")

@@ -284,26 +284,11 @@ class SaliencyModule(VislabModule):
             self._examples = {"pixels": batch["pixels"][:k].cpu(), "log_p": log_p[:k].cpu(),
                               "counts": counts[:k].cpu()}
 
-    def _eval_epoch_end(self, split: str) -> None:
-        m: Any = self.metrics[split]
-        self.log_dict({f"{split}/{k}": v.compute() for k, v in m.items()}, prog_bar=split == "val", sync_dist=True)
-        for v in m.values():
-            v.reset()
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
     def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
+        super().on_validation_epoch_end()
         if self._examples and not self.trainer.sanity_checking:
             log_saliency_images(self.loggers, self._examples, step=self.global_step)
         self._examples = {}
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
 
 
 def render(pixels: torch.Tensor, log_p: torch.Tensor, counts: torch.Tensor) -> np.ndarray:

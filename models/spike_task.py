@@ -194,7 +194,7 @@ class SpikeModule(VislabModule):
         return loss
 
     # ----- evaluation: the inference pipeline on whole recordings, scored per neuron -----
-    def _eval_step(self, batch: dict[str, Any]) -> None:
+    def _eval_step(self, batch: dict[str, Any], split: str) -> None:
         for rec in batch["recordings"]:
             # the DataLoader turns numpy arrays into tensors; the inference pipeline works on numpy
             rec = {**rec, "trace": np.asarray(rec["trace"], dtype=np.float64), "spikes": np.asarray(rec["spikes"])}
@@ -221,18 +221,6 @@ class SpikeModule(VislabModule):
         self.reports[split] = rep
         self.log_metric_dict({f"{split}/{k}": rep[k] for k in ("corr", "corr_member", "error", "bias", "corr_neurons")},
                              prog_bar=split == "val", sync_dist=True)
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
 
     def test_report(self) -> dict[str, Any]:
         """Per dataset and neuron scores of the last test (identical on every rank: built from gathered sums)."""

@@ -303,24 +303,6 @@ class TransferModule(VislabModule):
         m["acc5"].update(logits, batch["label"])
         m["loss"].update(F.cross_entropy(logits, batch["label"], reduction="none"))
 
-    def _eval_epoch_end(self, split: str) -> None:
-        m: Any = self.metrics[split]
-        self.log_dict({f"{split}/{k}": v.compute() for k, v in m.items()}, prog_bar=split == "val", sync_dist=True)
-        for v in m.values():
-            v.reset()
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
-
 
 def load_head(backbone: Backbone, source: Path) -> None:
     """Copy the classifier of another transfer run (its export directory or a checkpoint) into `backbone`."""

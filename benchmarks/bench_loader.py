@@ -84,7 +84,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--crop", type=int, default=224)
     p.add_argument("--images", type=int, default=2000, help="images per measurement")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     a = p.parse_args()
     torch.set_num_threads(1)  # decoding is per worker process; keep the main process from competing
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,8 +1,8 @@
 """The README's leave-one-dataset-out table: CNN, CNN ensemble, STM and OASIS on the CASCADE ground truth.
 
-    nice -n 10 python benchmarks/spikes_lodo.py --data data/cascade [--runs runs] [--epochs 3]
+    nice -n 10 python benchmarks/spikes_lodo.py --data shards/cascade [--runs runs] [--epochs 3]
 
-Needs the shards (`vislab shard ../shared/data/cascade --out data/cascade`). Runs
+Needs the shards (`vislab shard ../shared/data/cascade --out shards/cascade`). Runs
   1. `vislab crossval configs/spikes/cnn.yaml` (5-member ensemble): column "CNN" is the mean score of the single
      members (one network), "CNN ensemble" the score of their average;
   2. `vislab crossval configs/spikes/stm.yaml`: the spike-triggered mixture (Theis et al. 2016);

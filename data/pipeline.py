@@ -46,12 +46,15 @@ class _SkipStats:
 def read_shard(url: str, expected: int, on_error: str, stats: _SkipStats) -> Iterator[Sample]:
     """Samples of one tar shard. A missing/corrupt/short shard raises ShardError naming it, or, with
     on_error='skip', warns and counts the samples that were lost."""
-    from webdataset.tariterators import group_by_keys, tar_file_expander
+    from webdataset.tariterators import group_by_keys
+
+    from vislab.data.tarstream import tar_members
 
     n = 0
     try:
-        with open(url, "rb") as stream:
-            for sample in group_by_keys(tar_file_expander([{"url": url, "stream": stream}])):
+        with open(url, "rb", buffering=1 << 20) as stream:
+            members = ({**m, "__url__": url} for m in tar_members(stream))
+            for sample in group_by_keys(members):
                 n += 1
                 yield sample
         if n != expected:

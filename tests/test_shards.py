@@ -133,3 +133,60 @@ def test_manifest_records_counts_as_json(tmp_path: Path) -> None:
     write_shard_set(tmp_path, [[1, 2], [3]], _encode, log=lambda s: None)
     raw = json.loads((tmp_path / "manifest.json").read_text())
     assert raw["num_samples"] == 3 and [s["count"] for s in raw["shards"]] == [2, 1]
+
+
+def _webdataset_members(path: Path) -> list[tuple[str, bytes]]:
+    from webdataset.tariterators import tar_file_iterator
+
+    with open(path, "rb") as f:
+        return [(m["fname"], m["data"]) for m in tar_file_iterator(f)]
+
+
+def _fast_members(path: Path) -> list[tuple[str, bytes]]:
+    from vislab.data.tarstream import tar_members
+
+    with open(path, "rb") as f:
+        return [(m["fname"], m["data"]) for m in tar_members(f)]
+
+
+def test_fast_tar_reader_reads_what_webdataset_reads(tmp_path: Path) -> None:
+    write_shard_set(tmp_path / "s", [list(range(7))], _encode, log=lambda s: None)
+    shard = next((tmp_path / "s").glob("*.tar"))
+    assert _fast_members(shard) == _webdataset_members(shard) and len(_fast_members(shard)) == 21
+    # tars from elsewhere: a 150-byte name (ustar prefix), a pax header, a GNU long name, a directory, a link
+    import io
+    import tarfile
+
+    long_dir = "d" * 120
+    for fmt in (tarfile.USTAR_FORMAT, tarfile.PAX_FORMAT, tarfile.GNU_FORMAT):
+        path = tmp_path / f"other-{fmt}.tar"
+        with tarfile.open(path, "w", format=fmt) as tar:
+            for name, data in (("a.txt", b"x" * 700), (f"{long_dir}/b.txt", b"yy"), ("c.bin", b"")):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            d = tarfile.TarInfo("sub")
+            d.type = tarfile.DIRTYPE
+            tar.addfile(d)
+            if fmt != tarfile.USTAR_FORMAT:
+                info = tarfile.TarInfo("e" * 200 + ".txt")  # needs a pax / GNU long-name header
+                info.size = 3
+                tar.addfile(info, io.BytesIO(b"zzz"))
+        assert _fast_members(path) == _webdataset_members(path), fmt
+
+
+def test_fast_tar_reader_rejects_corruption(tmp_path: Path) -> None:
+    import tarfile
+
+    write_shard_set(tmp_path, [list(range(3))], _encode, log=lambda s: None)
+    shard = next(tmp_path.glob("*.tar"))
+    data = bytearray(shard.read_bytes())
+    data[5] ^= 0xFF  # the first header's name: its checksum no longer matches
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(tarfile.ReadError, match="bad tar header at byte 0"):
+        _fast_members(bad)
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(shard.read_bytes()[:2700])  # inside the third member (152 bytes of .npy)
+    with pytest.raises(tarfile.ReadError, match="truncated"):
+        _fast_members(cut)

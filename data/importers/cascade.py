@@ -5,7 +5,7 @@ Each file holds `CAttached`, a struct array with one element per recording of th
 single struct, not an array. Elements without fluorescence (electrophysiology-only trials) are skipped with
 a warning; a file of any other layout is an error naming the file.
 
-    vislab shard ../shared/data/cascade --out data/cascade [--val-fraction 0.15] [--span-s 8] [--stride-s 4]
+    vislab shard ../shared/data/cascade --out shards/cascade [--val-fraction 0.15] [--span-s 8] [--stride-s 4]
 """
 
 from __future__ import annotations

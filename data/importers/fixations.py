@@ -1,7 +1,7 @@
 """Eye-fixation data sets -> image + fixation shards for `task: saliency`.
 
-    vislab shard ../shared/data/osie --out data/osie                      # OSIE: stimuli/*.jpg + fixations.mat
-    vislab shard fixations.csv --out data/mine --format fixations-csv \\
+    vislab shard ../shared/data/osie --out shards/osie                      # OSIE: stimuli/*.jpg + fixations.mat
+    vislab shard fixations.csv --out shards/mine --format fixations-csv \\
         [--images DIR] [--coords pixels|pixels1|normalized]               # any free-viewing set as a CSV
 
 The CSV has a header with at least `image,x,y` (image paths relative to --images, default the CSV's folder)

@@ -2,7 +2,8 @@
 
     nice -n 10 python benchmarks/spikes_lodo.py --data shards/cascade [--runs runs] [--epochs 3]
 
-Needs the shards (`vislab shard ../shared/data/cascade --out shards/cascade`). Runs
+Needs the shards (`vislab shard ../shared/data/cascade --out shards/cascade`) and OASIS
+(`pip install -e .[bench]`). Runs
   1. `vislab crossval configs/spikes/cnn.yaml` (5-member ensemble): column "CNN" is the mean score of the single
      members (one network), "CNN ensemble" the score of their average;
   2. `vislab crossval configs/spikes/stm.yaml`: the spike-triggered mixture (Theis et al. 2016);

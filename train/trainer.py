@@ -128,6 +128,8 @@ def quiet_lightning() -> None:
         r".*overridden `on_after_batch_transfer` in `LightningModule` but have passed in a `LightningDataModule`",
         r".*`isinstance\(treespec, LeafSpec\)` is deprecated",
         r".*The `srun` command is available on your system but is not used",
+        # frozen backbones and frozen BatchNorm (transfer freeze_bn, a frozen V1 core) stay in eval on purpose
+        r".*module\(s\) in eval mode at the start of training",
     ):
         warnings.filterwarnings("ignore", message=pattern)
 

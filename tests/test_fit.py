@@ -52,7 +52,8 @@ def test_ddp_fit_learns_and_records_the_run(ddp_run: tuple[Path, str]) -> None:
 
 
 def test_wandb_offline_run_holds_the_logged_metrics(ddp_run: tuple[Path, str]) -> None:
-    run_dir, _ = ddp_run
+    run_dir, stderr = ddp_run
+    assert "wandb: WARNING" not in stderr  # e.g. the deprecated `anonymous` setting Lightning passes
     offline = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1  # rank 0 only
     run = read_run(offline[0])

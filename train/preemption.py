@@ -139,6 +139,11 @@ class TerminationSafeWandbLogger(WandbLogger):
     ConnectionResetError and fail the step before the checkpoint is written; these calls are dropped instead.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Lightning always passes anonymous=None, which wandb >= 0.19 answers with a deprecation warning
+        self._wandb_init.pop("anonymous", None)
+
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         if SIGNALS.received != signal.SIGTERM:
             super().log_metrics(metrics, step)

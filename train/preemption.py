@@ -137,11 +137,12 @@ class TerminationSafeWandbLogger(WandbLogger):
     Slurm sends SIGTERM to every process of the job, wandb's service process included, which exits at once
     (keeping what it flushed to the .wandb file, see vislab.train.tracking). A later wandb call would raise
     ConnectionResetError and fail the step before the checkpoint is written; these calls are dropped instead.
+    It is the one WandbLogger vislab builds, so it also drops Lightning's arguments that wandb deprecates.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Lightning always passes anonymous=None, which wandb >= 0.19 answers with a deprecation warning
+        # Lightning always passes anonymous=None, which wandb (0.31 here) answers with a deprecation warning
         self._wandb_init.pop("anonymous", None)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vislab.models.classifier import ClassifierModule
+from vislab.families.classify.module import ClassifierModule
 from vislab.models.optim import build_optimizer, build_scheduler, decay_groups
 from vislab.train.config import load_config
 from vislab.train.trainer import build_trainer

@@ -28,8 +28,8 @@ def measure(mode: str, neurons: int, minutes: float, threads: int, ensemble: int
     import numpy as np
     import torch
 
-    from vislab.models.spike_infer import infer
-    from vislab.models.spikes import SpikeCNN
+    from vislab.families.spikes.inference import infer
+    from vislab.families.spikes.networks import SpikeCNN
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

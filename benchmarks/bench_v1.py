@@ -45,7 +45,7 @@ def peak_rss_mb() -> float:
 
 
 def encoder(neurons: int, readout: str = "gaussian") -> Any:  # the SOTA core + one readout
-    from vislab.models.v1.encoder import build_encoder
+    from vislab.families.v1.encoder import build_encoder
 
     ro: dict[str, Any] = {"kind": readout, "gamma": 0.0076}
     if readout == "gaussian":
@@ -85,7 +85,7 @@ def child_vislab(neurons: int, steps: int, batch: int, data: str) -> dict[str, A
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import Callback
 
-    from vislab.models.v1.module import datamodule, module
+    from vislab.families.v1.module import datamodule, module
     from vislab.train.config import load_config
 
     cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "v1" / "gaussian.yaml",
@@ -114,7 +114,7 @@ def child_readout(neurons: int, readout: str, batch: int) -> dict[str, Any]:
     activations would swamp the readout's memory in the RSS)."""
     import torch
 
-    from vislab.models.v1.readouts import FactorizedReadout, GaussianReadout
+    from vislab.families.v1.readouts import FactorizedReadout, GaussianReadout
 
     torch.manual_seed(0)
     shape = FEATURES
@@ -143,8 +143,8 @@ def run_child(args: list[str], threads: int) -> dict[str, Any]:
 
 def make_shards(root: Path, neurons: int, trials: int) -> Path:
     """Simulated trials of `neurons` neurons written through the real importer (static layout)."""
-    from vislab.data.importers.static_v1 import run as import_static
-    from vislab.data.simulate_v1 import SimulationConfig, simulate
+    from vislab.families.v1.importers.static_v1 import run as import_static
+    from vislab.families.v1.simulate import SimulationConfig, simulate
 
     cfg = SimulationConfig(sessions=1, neurons=neurons, train=trials, validation=64, test_images=8, repeats=2)
     simulate(root / "src", cfg)

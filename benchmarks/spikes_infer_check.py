@@ -26,7 +26,7 @@ import numpy as np
 def recordings(data: Path, split: str) -> dict[str, list[dict[str, Any]]]:
     from vislab.data.manifest import Manifest
     from vislab.data.pipeline import _SkipStats, read_shard
-    from vislab.data.spike_samples import RecordingDecode
+    from vislab.families.spikes.samples import RecordingDecode
 
     m = Manifest.load(data / split)
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -44,7 +44,7 @@ def main() -> None:
     p.add_argument("--split", default="val")
     p.add_argument("--out", type=Path, default=Path("runs/spikes_infer_check"))
     a = p.parse_args()
-    from vislab.models.spike_metrics import merge, recording_stats, report
+    from vislab.families.spikes.metrics import merge, recording_stats, report
 
     a.out.mkdir(parents=True, exist_ok=True)
     stats: dict[tuple[str, str], dict[str, Any]] = {}

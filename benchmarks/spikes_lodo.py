@@ -48,11 +48,11 @@ def oasis_scores(data: Path, model_rate: float = 25.0) -> dict[str, Any]:
     from oasis.functions import deconvolve
     from scipy.ndimage import gaussian_filter1d
 
-    from vislab.data.calcium import rebin_counts, resample_trace
     from vislab.data.manifest import Manifest
     from vislab.data.pipeline import _SkipStats, read_shard
-    from vislab.data.spike_samples import RecordingDecode
-    from vislab.models.spike_metrics import merge, recording_stats, report
+    from vislab.families.spikes.calcium import rebin_counts, resample_trace
+    from vislab.families.spikes.metrics import merge, recording_stats, report
+    from vislab.families.spikes.samples import RecordingDecode
 
     test = data / "test"
     manifest = Manifest.load(test)

@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, default_collate
 
+from vislab.core.config import RunConfig
 from vislab.data.manifest import Manifest, check_shard_set, split_dirs
 from vislab.data.pipeline import (
     Collate,
@@ -24,7 +25,6 @@ from vislab.data.pipeline import (
     epoch_batches,
     loader_kwargs,
 )
-from vislab.train.config import RunConfig
 
 
 class ShardDataModule(pl.LightningDataModule):

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from vislab.models.pretrained import WeightsMeta
-from vislab.models.registry import register_model
+from vislab.models.registry import register_builder, register_model
 
 LITE0 = "efficientnet_lite0"
 
@@ -247,6 +247,7 @@ class FeatureExtractor(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------- constructors
+@register_builder("backbone")
 def build_backbone(name: str, num_classes: int = 0, in_channels: int = 3) -> Backbone:
     """A randomly initialised backbone (the export `spec` builder; weights are loaded afterwards)."""
     backbone = Backbone(name, create_network(name, num_classes=max(1, num_classes), in_channels=in_channels))

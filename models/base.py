@@ -14,10 +14,9 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from vislab.core.checkpoints import CKPT_KEY
+from vislab.core.config import RunConfig, to_dict
 from vislab.models.optim import ParamGroup, build_optimizer, build_plateau, build_scheduler, decay_groups
-from vislab.train.config import RunConfig, to_dict
-
-CKPT_KEY = "vislab"
 
 
 class VislabModule(pl.LightningModule):
@@ -30,6 +29,8 @@ class VislabModule(pl.LightningModule):
         self.cfg = cfg
         self.meta = dict(meta or {})
         """Facts about the data the model was built for (class names, sessions, statistics)."""
+        self.monitor: tuple[str, str] = (cfg.trainer.monitor or "val/loss", "min")
+        """(metric, mode) the plateau schedule follows; the assembly sets the family's (`train.families.monitor_of`)."""
 
     # ----- optimisation -----
     def param_groups(self) -> list[ParamGroup]:
@@ -40,9 +41,7 @@ class VislabModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.param_groups(), self.cfg.optim)
         if self.cfg.optim.scheduler == "plateau":
-            from vislab.train.tasks import monitor_of
-
-            metric, mode = monitor_of(self.cfg)
+            metric, mode = self.monitor
             plateau = build_plateau(optimizer, self.cfg.optim, mode)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "interval": "epoch", "monitor": metric,
                                                               "frequency": self.cfg.trainer.check_val_every_n_epoch, "name": "lr"}}

@@ -17,12 +17,17 @@ Backbones exported with `--backbone-only` load as `vislab.models.backbones.Backb
 
 from __future__ import annotations
 
-import importlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
+
+from vislab.core.checkpoints import CKPT_KEY, best_checkpoint, load_checkpoint, model_state
+from vislab.core.errors import ConfigError
+from vislab.models.registry import get_builder
 
 MODEL_JSON = "model.json"
 WEIGHTS = "model.safetensors"
@@ -30,12 +35,43 @@ FILES = {"safetensors": WEIGHTS, "state_dict": "model.pt", "torchscript": "model
 
 
 def build_from_spec(spec: dict[str, Any]) -> nn.Module:
-    """Rebuild a network from `{'builder': 'module:function', 'kwargs': {...}}` (vislab's own builders only)."""
-    module_name, _, fn_name = spec["builder"].partition(":")
-    if not module_name.startswith("vislab."):
-        raise ValueError(f"refusing to import builder {spec['builder']!r}: not a vislab module")
-    fn = getattr(importlib.import_module(module_name), fn_name)
-    return fn(**spec.get("kwargs", {}))
+    """Rebuild a network from `{'builder': NAME, 'kwargs': {...}}` (a registered builder; nothing is imported
+    by name, so a model.json cannot make vislab run arbitrary code)."""
+    return get_builder(spec["builder"])(**spec.get("kwargs", {}))
+
+
+@dataclass
+class CheckpointNetwork:
+    """A checkpoint's bare network and what it was built from."""
+
+    model: nn.Module
+    """The network with the checkpoint's weights, in eval mode."""
+    config: dict[str, Any]
+    """The run's config as saved in the checkpoint (rebuild a typed one with the family's schema)."""
+    meta: dict[str, Any]
+    spec: dict[str, Any]
+    path: Path
+    summary: dict[str, Any]
+    """The run's summary.json ({} for a bare .ckpt or an unfinished run)."""
+
+
+def network_from_checkpoint(source: str | Path,
+                            spec_of: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]) -> CheckpointNetwork:
+    """Checkpoint (or run directory: its best checkpoint) -> bare network. `spec_of(config, meta)` is the
+    family's `model_spec` on the saved config. Foreign files and weights that do not fit are ConfigErrors."""
+    path, summary = best_checkpoint(Path(source))
+    ck = load_checkpoint(path)
+    info = ck.get(CKPT_KEY)
+    if not isinstance(info, dict) or "config" not in info:
+        raise ConfigError([f"{path}: not a vislab checkpoint (no '{CKPT_KEY}' entry with the run's config)"])
+    meta = info.get("meta", {})
+    spec = spec_of(info["config"], meta)
+    model = build_from_spec(spec)
+    try:
+        load_state_strict(model, model_state(ck["state_dict"]), source=str(path))
+    except ValueError as e:
+        raise ConfigError([str(e)]) from e
+    return CheckpointNetwork(model.eval(), info["config"], meta, spec, path, summary)
 
 
 def read_info(directory: str | Path) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from vislab.train.config import OptimConfig
+from vislab.core.config import OptimConfig
 
 ParamGroup = dict  # {"params": [...], "lr_scale": float, "weight_decay": float, "name": str}
 

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 from torch import nn
 
-from vislab.train.config import ConfigError
+from vislab.core.errors import ConfigError
 
 LITE0 = "efficientnet_lite0"
 LITE0_WEIGHTS = ("DEFAULT", "IMAGENET1K", "EfficientNet_Lite0_Weights.IMAGENET1K")
@@ -189,7 +189,7 @@ def arch_of_source(source: str, arch: str | None) -> tuple[str, str | None]:
 def export_architecture(directory: Path) -> str:
     info = json.loads((directory / "model.json").read_text())
     spec = info.get("spec", {})
-    if spec.get("builder") not in ("vislab.models.backbones:build_backbone", "vislab.models.registry:create_model"):
+    if spec.get("builder") not in ("backbone", "create_model"):
         raise ValueError(f"{directory}: a '{info.get('task')}' export ({spec.get('builder')}), not a backbone or classifier")
     return str(spec["kwargs"]["name"])
 

@@ -3,6 +3,10 @@
 Every torchvision classification architecture (AlexNet, VGG, ResNet, GoogLeNet, Inception-v3,
 EfficientNet, ConvNeXt, ...) is available under its torchvision name through `torchvision.models.get_model`;
 vislab's own networks register with `@register_model`. An unknown name lists the closest valid names.
+
+Exports rebuild their network from a *builder* named in model.json (`{"builder": "spike_cnn", "kwargs": ...}`):
+builders register with `@register_builder(name)` under stable names that never change once exports exist;
+`ALIASES` maps the module paths that exports stored before families had their own folders.
 """
 
 from __future__ import annotations
@@ -26,6 +30,38 @@ def register_model(name: str) -> Callable[[ModelFn], ModelFn]:
         return fn
 
     return wrap
+
+
+Builder = Callable[..., nn.Module]
+BUILDERS: dict[str, Builder] = {}
+ALIASES = {  # builder strings written by vislab before the family layout -> stable names
+    "vislab.models.registry:create_model": "create_model",
+    "vislab.models.backbones:build_backbone": "backbone",
+    "vislab.models.spikes:build_spike_cnn": "spike_cnn",
+    "vislab.models.stm:build_stm": "stm",
+    "vislab.models.v1.encoder:build_encoder": "v1_encoder",
+    "vislab.models.saliency:build_saliency_model": "saliency_readout",
+}
+
+
+def register_builder(name: str) -> Callable[[Builder], Builder]:
+    def wrap(fn: Builder) -> Builder:
+        if name in BUILDERS and BUILDERS[name] is not fn:
+            raise ValueError(f"builder '{name}' is already registered")
+        BUILDERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def get_builder(name: str) -> Builder:
+    """The builder an export names (a stable name or an old module path); unknown -> ValueError."""
+    _load_own()
+    key = ALIASES.get(name, name)
+    if key not in BUILDERS:
+        family_hint = " (family networks load through `vislab.load_exported`)" if key in ALIASES.values() else ""
+        raise ValueError(f"unknown model builder {name!r}{family_hint}; known: {', '.join(sorted(BUILDERS))}")
+    return BUILDERS[key]
 
 
 @lru_cache(maxsize=1)
@@ -64,6 +100,7 @@ _TV_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+@register_builder("create_model")
 def create_model(name: str, *, num_classes: int, in_channels: int = 3, **kwargs: Any) -> nn.Module:
     """A freshly initialised network. Pretrained weights are loaded by `models.backbones`, not here."""
     msg = unknown_model_message(name)

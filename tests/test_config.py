@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+from vislab.core.errors import ConfigError
 from vislab.data.manifest import Manifest
 from vislab.train.cli import main
-from vislab.train.config import ConfigError, load_config
+from vislab.train.config import load_config
 
 DIGITS_CFG = REPO / "configs" / "classify" / "digits.yaml"
 

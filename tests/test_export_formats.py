@@ -14,8 +14,8 @@ from test_saliency_run import tiny_saliency_overrides
 from test_transfer_runs import tiny
 from transfer_data import fixation_shards, image_shards, single_thread  # noqa: F401  (fixture)
 
+from vislab.core.errors import ConfigError
 from vislab.models.exported import load_exported, load_torchscript, onnx_session
-from vislab.train.config import ConfigError
 from vislab.train.export import FORMATS, export_run
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -102,7 +102,7 @@ def test_checkpoint_from_another_model_is_refused(ddp_run: tuple[Path, str], dig
 
 
 def test_export_round_trip_gives_identical_logits(ddp_run: tuple[Path, str], tmp_path: Path) -> None:
-    from vislab.models.classifier import ClassifierModule, example_input
+    from vislab.families.classify.module import ClassifierModule, example_input
     from vislab.models.exported import load_exported
     from vislab.train.run import read_checkpoint_config
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vislab.train.config import RunConfig
+from vislab.core.config import RunConfig
 from vislab.train.tracking import resolve_mode, wandb_id
 
 

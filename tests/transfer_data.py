@@ -75,7 +75,7 @@ def write_fixation_csv(root: Path, n_images: int = 24, size: tuple[int, int] = (
 
 
 def fixation_shards(base: Path, n_images: int = 24) -> Path:
-    from vislab.data.importers.fixations import run_csv
+    from vislab.families.saliency.importers.fixations import run_csv
 
     csv_path = write_fixation_csv(base / "raw", n_images=n_images)
     run_csv(csv_path, base / "shards", shard_size_mb=0.01, workers=1, val_fraction=0.25, test_fraction=0.25,

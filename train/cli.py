@@ -28,13 +28,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-from vislab.data.manifest import ShardError
-from vislab.train.config import ConfigError
-
-Verb = Callable[[list[str]], int]
+from vislab.core.config import to_yaml
+from vislab.core.errors import ConfigError, NonFiniteLossError
+from vislab.core.family import Verb
+from vislab.data.manifest import MANIFEST, ShardError, split_dirs
+from vislab.data.shards import verify_shard_set
+from vislab.train import families
+from vislab.train.config import load_config
+from vislab.train.slurm.runs import main as runs
+from vislab.train.slurm.submit import submit
 
 
 def _parser(verb: str, doc: str) -> argparse.ArgumentParser:
@@ -48,8 +52,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(config: str, overrides: list[str]):
-    from vislab.train.config import load_config
-    from vislab.train.run import load_run_config
+    from vislab.train.run import load_run_config  # torch + Lightning: only to resume a run directory
 
     path = Path(config)
     return load_run_config(path, overrides) if path.is_dir() else load_config(path, overrides)
@@ -61,7 +64,7 @@ def cmd_fit(argv: list[str]) -> int:
     _config_args(p)
     a = p.parse_args(argv)
     cfg = _load(a.config, a.overrides)
-    from vislab.train.run import fit, is_rank_zero
+    from vislab.train.run import fit, is_rank_zero  # torch + Lightning, after the config is known to be valid
 
     run_dir = fit(cfg)
     if is_rank_zero():
@@ -76,7 +79,7 @@ def _cmd_eval(stage: str) -> Verb:
         _config_args(p)
         a = p.parse_args(argv)
         cfg = _load(a.config, a.overrides)
-        from vislab.train.run import evaluate, is_rank_zero
+        from vislab.train.run import evaluate, is_rank_zero  # torch + Lightning, after the config is valid
 
         metrics = evaluate(cfg, stage)
         if is_rank_zero():
@@ -91,8 +94,6 @@ def cmd_config(argv: list[str]) -> int:
     p.add_argument("action", choices=["show"])
     _config_args(p)
     a = p.parse_args(argv)
-    from vislab.train.config import to_yaml
-
     cfg = _load(a.config, a.overrides)
     print(to_yaml(cfg), end="")
     print("# derived: " + json.dumps(cfg.derived()))
@@ -102,9 +103,7 @@ def cmd_config(argv: list[str]) -> int:
 def cmd_shard(argv: list[str]) -> int:
     if argv[:1] == ["verify"]:
         return cmd_shard_verify(argv[1:])
-    from vislab.data.importers import load_importers
-
-    importers = load_importers()
+    importers = families.importers()
     p = _parser("shard", "Write WebDataset shards and a manifest per split from a source folder.\n"
                          "Formats: " + "; ".join(f"{k}: {v.help}" for k, v in importers.items())
                          + "\nAlso: `vislab shard verify DIR` checks hashes and counts.")
@@ -149,9 +148,6 @@ def cmd_shard_verify(argv: list[str]) -> int:
     p = _parser("shard verify", "Check every shard's sha256 and sample count against its manifest.")
     p.add_argument("dir", type=Path, help="a data root (all splits) or one shard set")
     a = p.parse_args(argv)
-    from vislab.data.manifest import MANIFEST, split_dirs
-    from vislab.data.shards import verify_shard_set
-
     sets = {"": a.dir} if (a.dir / MANIFEST).is_file() else split_dirs(a.dir)
     if not sets:
         raise ConfigError([f"{a.dir}: no {MANIFEST} here or in train/ val/ test/"])
@@ -177,7 +173,7 @@ def cmd_export(argv: list[str]) -> int:
     p.add_argument("--with-head", action="store_true", help="with --backbone-only: keep the classifier and class names")
     p.add_argument("--wandb", action="store_true", help="log the export as a wandb artifact (offline without a server)")
     a = p.parse_args(argv)
-    from vislab.train.export import export_run, parse_formats
+    from vislab.train.export import export_run, parse_formats  # torch, onnx: only when exporting
 
     print(export_run(a.source, a.out, parse_formats(a.format), backbone_only=a.backbone_only, with_head=a.with_head,
                      wandb=a.wandb))
@@ -188,7 +184,7 @@ def cmd_models(argv: list[str]) -> int:
     p = _parser("models", "List the registered architectures (vislab's own and torchvision's).")
     p.add_argument("pattern", nargs="?", default="", help="substring filter")
     a = p.parse_args(argv)
-    from vislab.models.registry import list_models
+    from vislab.models.registry import list_models  # torch + torchvision
 
     print("\n".join(n for n in list_models() if a.pattern in n))
     return 0
@@ -200,42 +196,15 @@ def cmd_demo(argv: list[str]) -> int:
     return demo(argv)
 
 
-def cmd_submit(argv: list[str]) -> int:
-    from vislab.train.slurm import submit
-
-    return submit(argv)
-
-
-def cmd_runs(argv: list[str]) -> int:
-    from vislab.train.runs import main as runs
-
-    return runs(argv)
-
-
 def cmd_simulate(argv: list[str]) -> int:
-    """`vislab simulate v1 OUT [...]`: data with known ground truth, in a real recording layout."""
-    simulators = {"v1": ("vislab.data.simulate_v1", "model V1 neurons with known receptive fields (Sinz static layout)")}
+    """`vislab simulate KIND OUT [...]`: data with known ground truth, in a real recording layout."""
+    simulators = families.simulators()
     if not argv or argv[0] not in simulators:
         p = argparse.ArgumentParser(prog="vislab simulate", description=cmd_simulate.__doc__)
-        p.add_argument("kind", choices=sorted(simulators),
-                       help="; ".join(f"{k}: {what}" for k, (_, what) in simulators.items()))
+        p.add_argument("kind", choices=sorted(simulators), help="; ".join(f"{k}: {s.help}" for k, s in simulators.items()))
         p.add_argument("args", nargs=argparse.REMAINDER, help="OUT and the simulator's options (KIND --help)")
         p.parse_args(argv)  # --help exits 0; a missing or unknown kind exits 2 with argparse's message
-    import importlib
-
-    return int(importlib.import_module(simulators[argv[0]][0]).main(argv[1:]))
-
-
-def cmd_infer(argv: list[str]) -> int:
-    from vislab.train.infer import cmd_infer as infer
-
-    return infer(argv)
-
-
-def cmd_crossval(argv: list[str]) -> int:
-    from vislab.train.crossval import cmd_crossval as crossval
-
-    return crossval(argv)
+    return simulators[argv[0]].main(argv[1:])
 
 
 VERBS: dict[str, Verb] = {
@@ -247,11 +216,10 @@ VERBS: dict[str, Verb] = {
     "config": cmd_config,
     "models": cmd_models,
     "demo": cmd_demo,
-    "submit": cmd_submit,
-    "runs": cmd_runs,
-    "infer": cmd_infer,
-    "crossval": cmd_crossval,
+    "submit": submit,
+    "runs": runs,
     "simulate": cmd_simulate,
+    **families.verbs(),  # the families' own verbs (spikes: infer, crossval)
 }
 
 
@@ -272,13 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     except ShardError as e:
         print(f"vislab: data error: {e}", file=sys.stderr)
         return 1
-    except Exception as e:
-        from vislab.train.trainer import NonFiniteLossError
-
-        if isinstance(e, NonFiniteLossError):
-            print(f"vislab: error: {e}", file=sys.stderr)
-            return 1
-        raise
+    except NonFiniteLossError as e:
+        print(f"vislab: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -25,13 +25,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import wandb
+from safetensors.torch import save_file
 from torch import nn
 
-from vislab.models.exported import FILES, MODEL_JSON, build_from_spec, load_exported, load_state_strict
-from vislab.train.checkpoints import load_checkpoint
-from vislab.train.config import ConfigError, RunConfig, from_dict, to_dict
-from vislab.train.run import SUMMARY_FILE, git_commit
-from vislab.train.tasks import get_task
+from vislab.core.config import RunConfig, to_dict
+from vislab.core.errors import ConfigError
+from vislab.models.backbones import Backbone
+from vislab.models.exported import (
+    FILES,
+    MODEL_JSON,
+    load_exported,
+    load_torchscript,
+    network_from_checkpoint,
+    onnx_session,
+)
+from vislab.train.config import from_dict
+from vislab.train.families import get_family
+from vislab.train.run import git_commit
+from vislab.train.tracking import resolve_mode
 
 Format = Literal["safetensors", "state_dict", "torchscript", "onnx"]
 FORMATS: tuple[Format, ...] = ("safetensors", "state_dict", "torchscript", "onnx")
@@ -39,32 +51,10 @@ FORMATS: tuple[Format, ...] = ("safetensors", "state_dict", "torchscript", "onnx
 TOLERANCE = {"safetensors": 1e-6, "state_dict": 1e-6, "torchscript": 1e-4, "onnx": 1e-3}
 
 
-def resolve_checkpoint(source: Path) -> tuple[Path, dict[str, Any]]:
-    """A run directory (its best checkpoint, from summary.json or the checkpoints folder) or a .ckpt."""
-    if source.is_file():
-        return source, {}
-    if not source.is_dir():
-        raise ConfigError([f"export source not found: {source}"])
-    summary = json.loads((source / SUMMARY_FILE).read_text()) if (source / SUMMARY_FILE).is_file() else {}
-    best = summary.get("best_checkpoint")
-    if best and Path(best).is_file():
-        return Path(best), summary
-    ckpts = sorted((source / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not ckpts:
-        raise ConfigError([f"{source}: no checkpoints to export"])
-    return ckpts[-1], summary
-
-
-def model_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The bare network's tensors from a LightningModule state_dict (`model.` prefix)."""
-    return {k[len("model."):]: v.contiguous() for k, v in state_dict.items() if k.startswith("model.")}
-
-
 def sample_batch(cfg: RunConfig, info: dict[str, Any], batch_size: int = 4) -> torch.Tensor:
     """A real input batch (first samples of the eval shards) for comparing outputs; random if unavailable."""
-    impl = get_task(cfg.task).implementation()
     try:
-        return impl.example_input(cfg, info, batch_size)
+        return get_family(cfg.task).runtime().example_input(cfg, info, batch_size)
     except (OSError, ValueError, KeyError, RuntimeError) as e:  # shards moved or not on this machine
         warnings.warn(f"comparing export outputs on random inputs: the run's data is not readable here ({e})", stacklevel=2)
     size = info.get("input_size", [3, 224, 224])
@@ -84,11 +74,9 @@ def parse_formats(text: str) -> list[Format]:
 def as_backbone(model: nn.Module, cfg: RunConfig, spec: dict[str, Any],
                 with_head: bool) -> tuple[nn.Module, dict[str, Any]]:
     """The run's network as a `Backbone` (classifier dropped unless `with_head`) and its rebuild spec."""
-    from vislab.models.backbones import Backbone
-
     if isinstance(model, Backbone):
         backbone = model
-    elif spec["builder"] == "vislab.models.registry:create_model":
+    elif spec["builder"] == "create_model":
         try:
             backbone = Backbone(spec["kwargs"]["name"], model)
         except ValueError as e:
@@ -101,7 +89,7 @@ def as_backbone(model: nn.Module, cfg: RunConfig, spec: dict[str, Any],
     kwargs = {"name": backbone.arch, "num_classes": backbone.num_classes}
     if spec["kwargs"].get("in_channels", 3) != 3:
         kwargs["in_channels"] = spec["kwargs"]["in_channels"]
-    return backbone, {"builder": "vislab.models.backbones:build_backbone", "kwargs": kwargs}
+    return backbone, {"builder": "backbone", "kwargs": kwargs}
 
 
 # ------------------------------------------------------------------------------------------ formats
@@ -110,8 +98,6 @@ def write_format(fmt: Format, model: nn.Module, out: Path, example: torch.Tensor
     path = out / FILES[fmt]
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     if fmt == "safetensors":
-        from safetensors.torch import save_file
-
         save_file(state, str(path))
     elif fmt == "state_dict":
         torch.save(state, path)
@@ -131,8 +117,6 @@ def write_format(fmt: Format, model: nn.Module, out: Path, example: torch.Tensor
 @torch.no_grad()
 def run_format(fmt: Format, out: Path, batch: torch.Tensor) -> torch.Tensor:
     """Outputs of the written `fmt` file, loaded the way a consumer loads it."""
-    from vislab.models.exported import load_torchscript, onnx_session
-
     if fmt in ("safetensors", "state_dict"):
         loaded, _ = load_exported(out)
         return loaded(batch)
@@ -159,30 +143,20 @@ def verify_formats(model: nn.Module, out: Path, batch: torch.Tensor, formats: Se
 
 
 # ---------------------------------------------------------------------------------------------- export
-def load_run_model(source: Path) -> tuple[RunConfig, dict[str, Any], dict[str, Any], nn.Module, Path, dict[str, Any]]:
-    """(config, meta, spec, bare network with the checkpoint's weights, checkpoint path, run summary)."""
-    ckpt_path, summary = resolve_checkpoint(source)
-    ck = load_checkpoint(ckpt_path)
-    if "vislab" not in ck:
-        raise ConfigError([f"{ckpt_path}: not a vislab checkpoint"])
-    cfg = from_dict(ck["vislab"]["config"])
-    meta = ck["vislab"].get("meta", {})
-    spec = get_task(cfg.task).implementation().model_spec(cfg, meta)
-    model = build_from_spec(spec)
-    try:
-        load_state_strict(model, model_state(ck["state_dict"]), source=str(ckpt_path))
-    except ValueError as e:
-        raise ConfigError([str(e)]) from e
-    return cfg, meta, spec, model.eval(), ckpt_path, summary
+def family_spec(config: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """The model spec of a saved config, by its family (any family: the CLI's export and test)."""
+    return get_family(str(config.get("task", "classify")), source="checkpoint").runtime().model_spec(from_dict(config), meta)
 
 
 def export_run(source: Path, out: Path, formats: Sequence[Format] = ("safetensors",), *, backbone_only: bool = False,
                with_head: bool = False, wandb: bool = False) -> Path:
     if with_head and not backbone_only:
         raise ConfigError(["--with-head goes with --backbone-only (the full model always has its head)"])
-    cfg, meta, spec, model, ckpt_path, summary = load_run_model(source)
-    impl = get_task(cfg.task).implementation()
-    task_info = impl.export_info(cfg, meta)
+    if not source.exists():
+        raise ConfigError([f"export source not found: {source}"])
+    ck = network_from_checkpoint(source, family_spec)
+    cfg, meta, spec, model, ckpt_path, summary = from_dict(ck.config), ck.meta, ck.spec, ck.model, ck.path, ck.summary
+    task_info = get_family(cfg.task).runtime().export_info(cfg, meta)
     if backbone_only:
         model, spec = as_backbone(model, cfg, spec, with_head)
         task_info.update({"num_classes": model.num_classes, "num_features": model.num_features,  # type: ignore[attr-defined]
@@ -221,15 +195,11 @@ def export_run(source: Path, out: Path, formats: Sequence[Format] = ("safetensor
 
 def log_export_artifact(cfg: RunConfig, out: Path, info: dict[str, Any]) -> dict[str, Any]:
     """Log the export's files as a wandb `model` artifact, metrics and verification as metadata."""
-    from vislab.train.tracking import resolve_mode
-
     # --wandb asks for it even if the run itself was not tracked; mode and server checks as for runs
     mode, reason = resolve_mode(dataclasses.replace(cfg, logger=dataclasses.replace(cfg.logger, wandb=True)))
     if mode == "disabled":
         warnings.warn(f"--wandb: tracking is disabled ({reason}); no artifact logged", stacklevel=2)
         return {"mode": "disabled"}
-    import wandb
-
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{cfg.experiment}-{Path(info['source_run']).name}-{info['kind']}")
     run = wandb.init(project=cfg.logger.project, entity=cfg.logger.entity, job_type="export", dir=str(out),
                      mode=mode,  # type: ignore[arg-type]

@@ -13,30 +13,41 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from vislab.train.config import ConfigError, RunConfig, from_dict, to_dict, to_yaml
-from vislab.train.tasks import get_task, monitor_of
+import pytorch_lightning as pl
+import torch
+import wandb
+from pytorch_lightning.callbacks.weight_averaging import WeightAveraging
+from pytorch_lightning.loggers import CSVLogger
+
+from vislab.core.checkpoints import (
+    CKPT_KEY,
+    CONFIG_FILE,
+    SUMMARY_FILE,
+    load_checkpoint,
+    read_summary,
+    resume_checkpoint,
+)
+from vislab.core.config import RunConfig, to_dict, to_yaml
+from vislab.core.dist import is_rank_zero
+from vislab.core.errors import ConfigError
+from vislab.train.config import from_dict, load_config
+from vislab.train.families import get_family, monitor_of
+from vislab.train.keylog import SampleKeyLog
+from vislab.train.slurm.preemption import Preemption
+from vislab.train.slurm.signals import catch_signals
+from vislab.train.tracking import log_checkpoint_artifact, wandb_logger
+from vislab.train.trainer import build_trainer
 
 RUN_DIR_ENV = "VISLAB_RUN_DIR"
-CONFIG_FILE = "config.yaml"
-SUMMARY_FILE = "summary.json"
-
-
-def global_rank() -> int:
-    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
-        if var in os.environ and (var != "SLURM_PROCID" or "SLURM_NTASKS" in os.environ):
-            return int(os.environ[var])
-    return 0
-
-
-def is_rank_zero() -> bool:
-    return global_rank() == 0
 
 
 def new_run_id() -> str:
@@ -49,32 +60,20 @@ class Run:
     resume_ckpt: str | None
 
 
-def checkpoint_candidates(run_dir: Path) -> list[Path]:
-    """Checkpoints a run could resume from, newest first (hpc = written at a Slurm signal)."""
-    found = list(run_dir.glob("hpc_ckpt_*.ckpt")) + list((run_dir / "checkpoints").glob("*.ckpt"))
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
-
-
-def find_resume_checkpoint(run_dir: Path) -> Path | None:
-    from vislab.train.checkpoints import newest_good_checkpoint
-
-    return newest_good_checkpoint(checkpoint_candidates(run_dir))
-
-
 def prepare_run(cfg: RunConfig) -> Run:
     """Pick (or create) the run directory and the checkpoint to resume from."""
     resume = cfg.resume
     if resume and resume != "auto":
         p = Path(resume)
         if p.is_dir():
-            ckpt = find_resume_checkpoint(p)
+            ckpt = resume_checkpoint(p)
             if ckpt is None:
                 raise ConfigError([f"resume={resume}: no readable checkpoint in {p} or {p / 'checkpoints'}"])
             return Run(p, str(ckpt))
         run_dir = p.parent.parent if (p.parent.parent / CONFIG_FILE).is_file() else _new_run_dir(cfg)
         return Run(run_dir, str(p))
     run_dir = Path(os.environ[RUN_DIR_ENV]) if RUN_DIR_ENV in os.environ else _new_run_dir(cfg)
-    ckpt = find_resume_checkpoint(run_dir) if resume == "auto" and run_dir.is_dir() else None
+    ckpt = resume_checkpoint(run_dir) if resume == "auto" and run_dir.is_dir() else None
     return Run(run_dir, str(ckpt) if ckpt else None)
 
 
@@ -101,17 +100,13 @@ def write_run_config(run: Run, cfg: RunConfig) -> None:
 
 
 def load_run_config(run_dir: Path, overrides: list[str]) -> RunConfig:
-    from vislab.train.config import load_config
-
     return load_config(run_dir / CONFIG_FILE, [f"resume={run_dir}", *overrides])  # an explicit resume=... wins
 
 
 # ------------------------------------------------------------------------------------- checkpoints
 def read_checkpoint_config(path: str | Path) -> tuple[RunConfig, dict[str, Any]]:
-    from vislab.train.checkpoints import load_checkpoint
-
     ck = load_checkpoint(path)
-    info = ck.get("vislab")
+    info = ck.get(CKPT_KEY)
     if not isinstance(info, dict) or "config" not in info:
         raise ConfigError([f"{path}: not a vislab checkpoint (no 'vislab' entry with the run's config)"])
     return from_dict(info["config"]), info.get("meta", {})
@@ -139,8 +134,6 @@ def _is_architecture_key(key: str) -> bool:
 
 # ------------------------------------------------------------------------------------------- stages
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": platform.python_version()}
     for pkg in ("vislab", "torch", "torchvision", "pytorch-lightning", "torchmetrics", "webdataset", "wandb", "omegaconf"):
         try:
@@ -164,14 +157,14 @@ def git_commit() -> str | None:
 
 
 def _build(cfg: RunConfig) -> tuple[Any, Any]:
-    impl = get_task(cfg.task).implementation()
-    dm = impl.datamodule(cfg)
-    return dm, impl.module(cfg, dm.meta)
+    runtime = get_family(cfg.task).runtime()
+    dm = runtime.datamodule(cfg)
+    module = runtime.module(cfg, dm.meta)
+    module.monitor = monitor_of(cfg)  # type: ignore[assignment]
+    return dm, module
 
 
 def fit(cfg: RunConfig) -> Path:
-    from vislab.train.signals import catch_signals
-
     catch_signals()  # before the slow imports: a Slurm signal during start-up is handled at the first step
     t0 = time.time()
     run = prepare_run(cfg)
@@ -197,13 +190,6 @@ def _run_dir_env(run_dir: Path) -> Iterator[None]:
 
 
 def _fit(cfg: RunConfig, run: Run, t0: float) -> Path:
-    import pytorch_lightning as pl
-    import torch
-    from pytorch_lightning.loggers import CSVLogger
-
-    from vislab.train.tracking import wandb_logger
-    from vislab.train.trainer import build_trainer
-
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm, module = _build(cfg)
     loggers: list[Any] = [CSVLogger(save_dir=str(run.dir), name="logs")]
@@ -219,22 +205,16 @@ def _fit(cfg: RunConfig, run: Run, t0: float) -> Path:
     ckpt_cb = trainer.checkpoint_callback
     best = getattr(ckpt_cb, "best_model_path", "") or str(run.dir / "checkpoints" / "last.ckpt")
     # the checkpoint's state_dict holds the EMA weights: test those (the EMA callback would restore the raw ones)
-    from pytorch_lightning.callbacks.weight_averaging import WeightAveraging
-
     trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]  # type: ignore[attr-defined]
     results = trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
-    report = test_report(module)
+    report = get_family(cfg.task).runtime().test_report(module)
     if trainer.is_global_zero:
         summary = write_summary(cfg, run, trainer, dm, best, metrics, time.time() - t0, wb, report)
         if wb is not None and cfg.logger.log_checkpoints:
-            from vislab.train.tracking import log_checkpoint_artifact
-
             log_checkpoint_artifact(wb, Path(best), metrics, name=f"{cfg.experiment}-{run.dir.name}")
         if wb is not None:
             wb.experiment.summary.update({f"final/{k}": v for k, v in metrics.items()})
-            import wandb
-
             wandb.finish()
         print(json.dumps(summary["test_metrics"]), file=sys.stderr)
         if summary.get("wandb", {}).get("mode") == "offline":
@@ -244,20 +224,8 @@ def _fit(cfg: RunConfig, run: Run, t0: float) -> Path:
 
 def job_callbacks(cfg: RunConfig, run_dir: Path) -> list[Any]:
     """Checkpoint-and-stop on SIGUSR1/SIGTERM (Slurm requeue), and the optional sample-key audit log."""
-    from vislab.train.keylog import SampleKeyLog
-    from vislab.train.preemption import Preemption
-
     # the key log first: a batch that goes into the stop checkpoint has been logged
     return ([SampleKeyLog(run_dir)] if cfg.logger.sample_keys else []) + [Preemption(run_dir)]
-
-
-def test_report(module: Any) -> dict[str, Any]:
-    """Family-specific detail of the last test (per neuron, per session, per dataset), JSON-able.
-
-    A family's LightningModule may define `test_report()`; it is called on every rank after testing (so
-    it may gather across ranks) and must return the same dict everywhere."""
-    fn = getattr(module, "test_report", None)
-    return fn() if callable(fn) else {}
 
 
 def write_summary(cfg: RunConfig, run: Run, trainer: Any, dm: Any, best: str, metrics: dict[str, float],
@@ -293,12 +261,6 @@ def write_summary(cfg: RunConfig, run: Run, trainer: Any, dm: Any, best: str, me
 
 def evaluate(cfg: RunConfig, stage: str) -> dict[str, Any]:
     """`vislab validate|test CONFIG ckpt=PATH`: metrics of a checkpoint on val/ or test/ (else val/)."""
-    import tempfile
-
-    import pytorch_lightning as pl
-
-    from vislab.train.trainer import build_trainer
-
     if not cfg.ckpt:
         raise ConfigError([f"vislab {stage} needs ckpt=PATH"])
     check_checkpoint_matches(cfg, cfg.ckpt)
@@ -310,15 +272,15 @@ def evaluate(cfg: RunConfig, stage: str) -> dict[str, Any]:
         results = run_stage(module, datamodule=dm, ckpt_path=cfg.ckpt, verbose=False)
     metrics: dict[str, Any] = {k: float(v) for k, v in (results[0] if results else {}).items()}
     if stage == "test":
-        metrics.update(test_report(module))
+        metrics.update(get_family(cfg.task).runtime().test_report(module))
     return metrics
 
 
 def summary_of(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / SUMMARY_FILE
-    if not path.is_file():
+    summary = read_summary(run_dir)
+    if not summary:
         raise ConfigError([f"{run_dir}: no {SUMMARY_FILE} (did the run finish?)"])
-    return json.loads(path.read_text())
+    return summary
 
 
 __all__ = ["fit", "evaluate", "prepare_run", "load_run_config", "read_checkpoint_config", "summary_of", "Run",

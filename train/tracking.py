@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from vislab.train.config import RunConfig
+from vislab.core.config import RunConfig
 
 WANDB_ID_FILE = "wandb_id.txt"
 
@@ -72,7 +72,7 @@ def wandb_logger(cfg: RunConfig, run_dir: Path, config: dict[str, Any]) -> Any |
     mode, reason = resolve_mode(cfg)
     if mode == "disabled":
         return None
-    from vislab.train.preemption import TerminationSafeWandbLogger as WandbLogger
+    from vislab.train.slurm.preemption import TerminationSafeWandbLogger as WandbLogger
 
     os.environ["WANDB_MODE"] = mode  # rank 0 decides; the env makes the decision stick for wandb internals
     os.environ.setdefault("WANDB_SILENT", "true")

@@ -27,12 +27,9 @@ from pytorch_lightning.callbacks import (
 )
 from pytorch_lightning.loggers import CSVLogger, Logger
 
-from vislab.train.config import RunConfig
-from vislab.train.tasks import monitor_of
-
-
-class NonFiniteLossError(RuntimeError):
-    pass
+from vislab.core.config import RunConfig
+from vislab.core.errors import NonFiniteLossError
+from vislab.train.families import monitor_of
 
 
 class StopOnNonFiniteLoss(Callback):
@@ -184,7 +181,7 @@ def build_trainer(cfg: RunConfig, run_dir: Path, loggers: list[Logger] | None = 
 
 def _cluster_plugins() -> list[Any]:
     """Under srun: Slurm's ranks, without Lightning's requeue handler, which checkpoints from inside the
-    signal handler while the step's DDP collectives may be in flight (vislab.train.preemption acts at a
+    signal handler while the step's DDP collectives may be in flight (vislab.train.slurm.preemption acts at a
     step boundary instead)."""
     from lightning_fabric.plugins.environments import SLURMEnvironment
 

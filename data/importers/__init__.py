@@ -1,44 +1,22 @@
-"""Importers: turn a source layout into shard sets. `vislab shard SRC --out DIR [--format NAME]`.
+"""Importers of generic layouts (ImageFolder trees) and the importer table of `vislab shard`.
 
-Each importer registers a `detect(src) -> bool` and a `run(src, out, options) -> dict[split, Manifest]`;
-the CLI picks the first that detects the source unless `--format` names one.
+Family-specific layouts (CASCADE, OSIE, Sinz-lab V1 sessions, ...) live in their family's `importers/` and
+reach the CLI through `Family.importers`; `importer_table` puts them in one table, generic layouts last
+(an ImageFolder test matches almost any tree of images).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable
+
+from vislab.core.family import Importer
 
 
-@dataclass(frozen=True)
-class Importer:
-    name: str
-    detect: Callable[[Path], bool]
-    run: Callable[..., dict[str, Any]]
-    help: str
-
-
-IMPORTERS: dict[str, Importer] = {}
-
-
-def register_importer(imp: Importer) -> Importer:
-    if imp.name in IMPORTERS:
-        raise ValueError(f"importer '{imp.name}' registered twice")
-    IMPORTERS[imp.name] = imp
-    return imp
-
-
-def load_importers() -> dict[str, Importer]:
-    """Import the modules that register importers (explicit list: no plugin magic)."""
-    from vislab.data.importers import (  # noqa: F401  (calcium ground truth)  # noqa: F401  (V1 recordings)
-        cascade,
-        fixations,  # noqa: F401  (eye fixations: OSIE, CSV)
-        imagefolder,  # noqa: F401
-        neural_arrays,
-        spikefinder,
-        static_v1,
-    )
-
-    return IMPORTERS
+def importer_table(*groups: Iterable[Importer]) -> dict[str, Importer]:
+    """{name: importer} in detection order; a name given twice is a programming error."""
+    table: dict[str, Importer] = {}
+    for imp in (i for g in groups for i in g):
+        if imp.name in table:
+            raise ValueError(f"importer '{imp.name}' registered twice")
+        table[imp.name] = imp
+    return table

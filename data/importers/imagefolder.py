@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from vislab.data.importers import Importer, register_importer
+from vislab.core.family import Importer
 from vislab.data.manifest import Manifest
 from vislab.data.shards import plan_shards, write_shard_set
 
@@ -119,4 +119,4 @@ def run(src: Path, out: Path, *, shard_size_mb: float = 256, max_side: int | Non
     return manifests
 
 
-register_importer(Importer("imagefolder", detect, run, "class/xxx.jpg trees, optionally inside train/ val/ test/"))
+IMPORTER = Importer("imagefolder", detect, run, "class/xxx.jpg trees, optionally inside train/ val/ test/")

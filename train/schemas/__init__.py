@@ -1,1 +1,0 @@
-"""Per-family `model:` and `data:` schemas (light modules: no torch import)."""

@@ -1,0 +1,86 @@
+"""Signals that end a job, caught as early as possible and only recorded (see vislab.train.slurm.preemption).
+
+No torch here: `catch_signals()` runs first thing in `vislab fit`, before the slow imports, so a signal that
+arrives while a job starts up is acted on at the first training step instead of killing the task.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from typing import Any
+
+HANDLED = (signal.SIGUSR1, signal.SIGTERM)
+
+
+class _Signals:
+    """The process-wide record of a pending stop request (signal handlers can only set a flag)."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.active = False
+        self.previous: dict[int, Any] = {}
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if not self.active:  # outside a fit: behave as before vislab took over
+            self._forward(signum, frame)
+            return
+        self.received = max(self.received, int(signum))  # SIGTERM (15) wins over SIGUSR1 (10): no requeue
+
+    def _forward(self, signum: int, frame: Any) -> None:
+        prev = self.previous.get(signum, signal.SIG_DFL)
+        if callable(prev):
+            prev(signum, frame)
+        elif prev == signal.SIG_DFL:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    def install(self) -> None:
+        """Take over SIGUSR1 and SIGTERM (again: Lightning re-registers SIGTERM when fit starts)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in HANDLED:
+            current = signal.getsignal(sig)
+            if current != self.handler and sig not in self.previous:
+                self.previous[sig] = current
+            signal.signal(sig, self.handler)
+        self.active = True
+
+    def release(self) -> None:
+        self.active = False
+        if threading.current_thread() is threading.main_thread():
+            for sig, prev in self.previous.items():
+                signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
+        self.previous.clear()
+
+
+SIGNALS = _Signals()
+
+
+def catch_signals() -> None:
+    """Call first thing in `fit`: a signal that arrives while the run starts up is acted on at the first step."""
+    SIGNALS.received = 0
+    SIGNALS.install()
+
+
+def slurm_job_id() -> str | None:
+    """The id `scontrol requeue` takes (array tasks as <array job>_<task>), or None outside a batch job."""
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ.get("SLURM_JOB_ID")
+    return job if job and re.fullmatch(r"[0-9_]+", job) else None
+
+
+def requeue(job_id: str) -> bool:
+    """`scontrol requeue JOB`: Slurm ends this job (SIGTERM to all its processes) and queues it again."""
+    try:
+        result = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        print(f"[vislab] scontrol requeue {job_id} failed: {e}", file=sys.stderr, flush=True)
+        return False
+    if result.returncode != 0:
+        print(f"[vislab] scontrol requeue {job_id} failed: {result.stderr.strip()}", file=sys.stderr, flush=True)
+    return result.returncode == 0

@@ -96,3 +96,16 @@ def cached_features(input_root: str | Path, cache_root: str | Path, spec: dict[s
         return wait_for_features(out, timeout_s)
     log(f"computing features of {input_root} into {out}")
     return extract_features(input_root, out, compute(), spec, log=log)
+
+
+def weights_identity(weights: str | None, seed: int) -> str:
+    """The weights named by content where they are files (a rewritten file must not reuse old features);
+    a random initialisation by its seed."""
+    if weights is None:
+        return f"random init, seed {seed}"
+    p = Path(weights)
+    f = p / "model.safetensors" if p.is_dir() else p
+    if f.is_file():
+        st = f.stat()
+        return hashlib.sha256(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    return weights

@@ -247,7 +247,8 @@ class FeatureExtractor(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------- constructors
-@register_builder("backbone")
+@register_builder("backbone", lambda: ({"name": "efficientnet_lite0", "num_classes": 0},
+                                       (torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)),)))
 def build_backbone(name: str, num_classes: int = 0, in_channels: int = 3) -> Backbone:
     """A randomly initialised backbone (the export `spec` builder; weights are loaded afterwards)."""
     backbone = Backbone(name, create_network(name, num_classes=max(1, num_classes), in_channels=in_channels))

@@ -33,7 +33,10 @@ def register_model(name: str) -> Callable[[ModelFn], ModelFn]:
 
 
 Builder = Callable[..., nn.Module]
+Example = Callable[[], "tuple[dict[str, Any], tuple[Any, ...]]"]
+"""() -> (tiny builder kwargs, forward inputs): what the generated model tests build and run."""
 BUILDERS: dict[str, Builder] = {}
+EXAMPLES: dict[str, Example] = {}
 ALIASES = {  # builder strings written by vislab before the family layout -> stable names
     "vislab.models.registry:create_model": "create_model",
     "vislab.models.backbones:build_backbone": "backbone",
@@ -44,11 +47,14 @@ ALIASES = {  # builder strings written by vislab before the family layout -> sta
 }
 
 
-def register_builder(name: str) -> Callable[[Builder], Builder]:
+def register_builder(name: str, example: Example) -> Callable[[Builder], Builder]:
+    """Register an export builder under a stable `name`, with a tiny example every test suite run builds."""
+
     def wrap(fn: Builder) -> Builder:
         if name in BUILDERS and BUILDERS[name] is not fn:
             raise ValueError(f"builder '{name}' is already registered")
         BUILDERS[name] = fn
+        EXAMPLES[name] = example
         return fn
 
     return wrap
@@ -100,7 +106,13 @@ _TV_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-@register_builder("create_model")
+def _images(channels: int = 3, size: int = 32) -> tuple[Any, ...]:
+    import torch  # only when a test asks for an example input
+
+    return (torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(0)),)
+
+
+@register_builder("create_model", lambda: ({"name": "tiny_cnn", "num_classes": 3}, _images()))
 def create_model(name: str, *, num_classes: int, in_channels: int = 3, **kwargs: Any) -> nn.Module:
     """A freshly initialised network. Pretrained weights are loaded by `models.backbones`, not here."""
     msg = unknown_model_message(name)

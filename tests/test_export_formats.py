@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO, run_cli
-from test_saliency_run import tiny_saliency_overrides
-from test_transfer_runs import tiny
-from transfer_data import fixation_shards, image_shards, single_thread  # noqa: F401  (fixture)
+from transfer_data import fixation_shards, image_shards, single_thread, tiny, tiny_saliency_overrides  # noqa: F401
 
 from vislab.core.errors import ConfigError
 from vislab.models.exported import load_exported, load_torchscript, onnx_session

@@ -81,3 +81,20 @@ def fixation_shards(base: Path, n_images: int = 24) -> Path:
     run_csv(csv_path, base / "shards", shard_size_mb=0.01, workers=1, val_fraction=0.25, test_fraction=0.25,
             log=lambda s: None)
     return base / "shards"
+
+
+def tiny(root: Path, runs: Path, *extra: str) -> list[str]:
+    """The shipped configs on a random ResNet-18 at 32 px (the weights carry no sizes, so they may be set)."""
+    return [f"data.root={root}", f"runs_root={runs}", f"model.feature_cache={runs / 'cache'}",
+            "model.backbone.name=resnet18", "model.backbone.weights=null", "data.eval_crop=32", "data.eval_resize=36",
+            "data.train_crop=32", "data.batch_size=8", "data.num_workers=0", "data.shuffle_buffer=16",
+            "trainer.devices=1", "trainer.progress_bar=none", "logger.wandb=false", "trainer.log_every_n_steps=1", *extra]
+
+
+def tiny_saliency_overrides(root: Path, runs: Path, cache: Path, *extra: str) -> list[str]:
+    """The shipped config on a random ResNet-18 at 64 px (the readout and the pipeline are what is tested)."""
+    return [f"data.root={root}", f"runs_root={runs}", f"model.feature_cache={cache}", "model.backbone.name=resnet18",
+            "model.backbone.weights=null", "model.layers=[layer1,layer2]", "model.readout_channels=[8,4]",
+            "data.image_size=[64,64]", "data.density_size=[16,16]", "data.batch_size=4", "data.num_workers=0",
+            "data.shuffle_buffer=20", "trainer.devices=1", "trainer.progress_bar=none", "optim.lr=0.01",
+            "trainer.log_every_n_steps=1", "model.feature_dropout=0.0", *extra]

@@ -28,7 +28,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchvision.models.convnext import LayerNorm2d
 
-from vislab.data.features import cached_features
+from vislab.data.features import cached_features, weights_identity
 from vislab.data.modules import ShardDataModule
 from vislab.data.pipeline import Decode
 from vislab.families.saliency import metrics as sm
@@ -113,7 +113,10 @@ class SaliencyModel(nn.Module):
         return torch.log_softmax(s.flatten(1), dim=1).view_as(s)
 
 
-@register_builder("saliency_readout")
+@register_builder("saliency_readout", lambda: (
+    {"backbone": "efficientnet_lite0", "layers": ["_blocks.10", "_swish_1"], "readout_channels": [4, 2],
+     "image_size": [64, 64], "density_size": [16, 16]},
+    (torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)),)))
 def build_saliency_model(**kwargs: Any) -> SaliencyModel:
     """The export `spec` builder (random backbone; the weights, centre bias included, are loaded after)."""
     return SaliencyModel(**kwargs)
@@ -139,7 +142,6 @@ def datamodule(cfg: SaliencyConfig) -> ShardDataModule:
 def feature_root(cfg: SaliencyConfig) -> Path:
     """The frozen layers' features of every image (and of its mirror image, for training), computed once."""
     from vislab.core.dist import global_rank
-    from vislab.families.transfer.module import weights_identity
 
     b, d = cfg.model.backbone, cfg.data
     mean, std = normalisation(cfg)

@@ -98,7 +98,9 @@ class SpikeCNN(nn.Module):
         return self.forward_trace(x)
 
 
-@register_builder("spike_cnn")
+@register_builder("spike_cnn", lambda: (
+    {"filters": [4, 4, 4], "kernel_sizes": [31, 19, 5], "dense": 8, "ensemble_size": 2, "conditioned": True,
+     "output": "softplus"}, (torch.randn(2, 1 + NUM_CONDITIONS, 96, generator=torch.Generator().manual_seed(0)),)))
 def build_spike_cnn(filters: list[int], kernel_sizes: list[int], dense: int, ensemble_size: int,
                     conditioned: bool, output: Literal["linear", "softplus"]) -> SpikeCNN:
     """Builder named in exports' model.json (rebuilds the network without Lightning)."""

@@ -56,7 +56,9 @@ class STM(nn.Module):
         return self.forward_trace(x)
 
 
-@register_builder("stm")
+@register_builder("stm", lambda: (
+    {"window": 16, "components": 2, "features": 2, "ensemble_size": 2, "conditioned": False},
+    (torch.randn(2, 1, 48, generator=torch.Generator().manual_seed(0)),)))
 def build_stm(window: int, components: int, features: int, ensemble_size: int, conditioned: bool) -> STM:
     """Builder named in exports' model.json."""
     return STM(window, components, features, ensemble_size, conditioned)

@@ -14,7 +14,6 @@ Ruder 2018) and a head initialised from a probe (LP-FT, Kumar et al. 2022, arXiv
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from vislab.core.errors import ConfigError
-from vislab.data.features import cached_features
+from vislab.data.features import cached_features, weights_identity
 from vislab.data.images import ImageDecode
 from vislab.data.modules import ShardDataModule
 from vislab.data.pipeline import Decode
@@ -70,19 +69,6 @@ def datamodule(cfg: TransferConfig) -> ShardDataModule:
     root = feature_root(cfg, pre)
     feature_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(root)))
     return ShardDataModule(feature_cfg, {"train": FeatureDecode(), "eval": FeatureDecode()})
-
-
-def weights_identity(weights: str | None, seed: int) -> str:
-    """The weights named by content where they are files (a rewritten file must not reuse old features);
-    a random initialisation by its seed."""
-    if weights is None:
-        return f"random init, seed {seed}"
-    p = Path(weights)
-    f = p / "model.safetensors" if p.is_dir() else p
-    if f.is_file():
-        st = f.stat()
-        return hashlib.sha256(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    return weights
 
 
 def feature_root(cfg: TransferConfig, pre: dict[str, Any]) -> Path:

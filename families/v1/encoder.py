@@ -105,7 +105,10 @@ def _feature_shape(core: nn.Module, image_shape: tuple[int, int, int]) -> tuple[
     return int(out.shape[1]), int(out.shape[2]), int(out.shape[3])
 
 
-@register_builder("v1_encoder")
+@register_builder("v1_encoder", lambda: (
+    {"core": {"kind": "stacked", "channels": 8, "layers": 2, "input_kernel": 5},
+     "readout": {"kind": "gaussian"}, "sessions": {"s1": {"num_neurons": 5, "image_shape": [1, 18, 32]}}},
+    (torch.randn(2, 1, 18, 32, generator=torch.Generator().manual_seed(0)), "s1")))
 def build_encoder(core: dict[str, Any], readout: dict[str, Any], sessions: dict[str, dict[str, Any]],
                   output: Output = "elu1") -> Encoder:
     """Rebuild an Encoder from plain data (the `spec.kwargs` of an export).

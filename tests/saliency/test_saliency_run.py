@@ -7,21 +7,12 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-from transfer_data import fixation_shards, single_thread  # noqa: F401  (fixture)
+from transfer_data import fixation_shards, single_thread, tiny_saliency_overrides  # noqa: F401  (fixture)
 
 from vislab.train.wandb_reader import read_run
 
 CFG = REPO / "configs" / "transfer" / "saliency_osie.yaml"
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-def tiny_saliency_overrides(root: Path, runs: Path, cache: Path, *extra: str) -> list[str]:
-    """The shipped config on a random ResNet-18 at 64 px (the readout and the pipeline are what is tested)."""
-    return [f"data.root={root}", f"runs_root={runs}", f"model.feature_cache={cache}", "model.backbone.name=resnet18",
-            "model.backbone.weights=null", "model.layers=[layer1,layer2]", "model.readout_channels=[8,4]",
-            "data.image_size=[64,64]", "data.density_size=[16,16]", "data.batch_size=4", "data.num_workers=0",
-            "data.shuffle_buffer=20", "trainer.devices=1", "trainer.progress_bar=none", "optim.lr=0.01",
-            "trainer.log_every_n_steps=1", "model.feature_dropout=0.0", *extra]
 
 
 @pytest.fixture(scope="module")

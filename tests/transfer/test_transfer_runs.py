@@ -10,19 +10,11 @@ from typing import Any
 import pytest
 import torch
 from conftest import REPO, run_cli
-from transfer_data import image_shards, single_thread  # noqa: F401  (fixture)
+from transfer_data import image_shards, single_thread, tiny  # noqa: F401  (fixture)
 
 PROBE = REPO / "configs" / "transfer" / "linear_probe_lite0.yaml"
 FINETUNE = REPO / "configs" / "transfer" / "finetune_lite0.yaml"
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-def tiny(root: Path, runs: Path, *extra: str) -> list[str]:
-    """The shipped configs on a random ResNet-18 at 32 px (the weights carry no sizes, so they may be set)."""
-    return [f"data.root={root}", f"runs_root={runs}", f"model.feature_cache={runs / 'cache'}",
-            "model.backbone.name=resnet18", "model.backbone.weights=null", "data.eval_crop=32", "data.eval_resize=36",
-            "data.train_crop=32", "data.batch_size=8", "data.num_workers=0", "data.shuffle_buffer=16",
-            "trainer.devices=1", "trainer.progress_bar=none", "logger.wandb=false", "trainer.log_every_n_steps=1", *extra]
 
 
 FT_GROUPS = ["model.lr_groups=[{layers: [body.layer4.*], lr_scale: 0.1}]", "model.freeze=[body.conv1.*,body.bn1.*]",

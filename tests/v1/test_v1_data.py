@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from vislab.core.errors import ConfigError
-from vislab.data.importers import neural_arrays, static_v1
 from vislab.data.manifest import Manifest, ShardError
 from vislab.data.shards import encode_npy
 from vislab.families.v1.data import NeuralDecode, collate_sessions, session_stats
+from vislab.families.v1.importers import neural_arrays, static_v1
 from vislab.families.v1.simulate import GROUND_TRUTH, SimulationConfig, simulate
 
 TINY = SimulationConfig(sessions=2, neurons=6, train=30, validation=8, test_images=4, repeats=3, height=20, width=24,

@@ -10,12 +10,37 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
 from vislab.data.manifest import ShardError
 
 IMAGE_FIELDS = ("jpg", "jpeg", "png")
+
+
+class PixelNormalise(nn.Module):
+    """uint8-range pixels (B, C, H, W) -> the network's input (pixels / 255 - mean) / std, as float on the
+    pixels' device (optionally channels_last). The one place every family turns pixels into inputs."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, mean: list[float], std: list[float], channels_last: bool = False):
+        super().__init__()
+        # non-persistent: checkpoints carry the statistics in their config and meta, not as tensors
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255, persistent=False)
+        self.channels_last = channels_last
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = (pixels.float() - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def normalise(pixels: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    """`PixelNormalise` once (feature extraction, example inputs)."""
+    return PixelNormalise(mean, std).to(pixels.device)(pixels)
 
 
 def image_bytes(sample: dict[str, Any]) -> bytes:

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, default_collate
 
 from vislab.core.config import RunConfig
-from vislab.data.manifest import Manifest, check_shard_set, split_dirs
+from vislab.data.manifest import MANIFEST, Manifest, check_shard_set, sha256_file, split_dirs
 from vislab.data.pipeline import (
     Collate,
     Decode,
@@ -109,6 +109,4 @@ class ShardDataModule(pl.LightningDataModule):
         return self.eval_loader(self.test_split)
 
     def manifest_hashes(self) -> dict[str, str]:
-        from vislab.data.manifest import MANIFEST, sha256_file
-
         return {s: sha256_file(Path(d) / MANIFEST) for s, d in self.dirs.items()}

@@ -17,6 +17,7 @@ Families plug in a `decode(sample) -> dict` (raw tar fields -> tensors); the rea
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import random
 import warnings
@@ -24,10 +25,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
+from webdataset.filters import _shuffle
+from webdataset.tariterators import group_by_keys
 
 from vislab.data.manifest import ShardError
+from vislab.data.tarstream import tar_members
 
 Sample = dict[str, Any]
 Decode = Callable[[Sample], Sample]
@@ -46,10 +51,6 @@ class _SkipStats:
 def read_shard(url: str, expected: int, on_error: str, stats: _SkipStats) -> Iterator[Sample]:
     """Samples of one tar shard. A missing/corrupt/short shard raises ShardError naming it, or, with
     on_error='skip', warns and counts the samples that were lost."""
-    from webdataset.tariterators import group_by_keys
-
-    from vislab.data.tarstream import tar_members
-
     n = 0
     try:
         with open(url, "rb", buffering=1 << 20) as stream:
@@ -68,10 +69,6 @@ def read_shard(url: str, expected: int, on_error: str, stats: _SkipStats) -> Ite
 
 
 def _load_npy(data: bytes) -> Any:
-    import io
-
-    import numpy as np
-
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
@@ -147,8 +144,6 @@ class TrainStream(IterableDataset):
 
     def raw_samples(self, logical: int) -> Iterator[Sample]:
         """Infinite shuffled stream of undecoded samples of this (epoch, rank, logical worker)."""
-        from webdataset.filters import _shuffle
-
         rng = random.Random(f"vislab/{self.seed}/{self.epoch}/{self.rank}/{logical}")
 
         def shards() -> Iterator[Sample]:

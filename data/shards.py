@@ -21,10 +21,11 @@ import shutil
 import sys
 import tarfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from functools import partial
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,7 @@ def _fingerprint(items: Sequence[Any]) -> str:
 
 def _write_one(out_dir: str, index: int, items: list[Any], encode: Callable[[Any], Sample]) -> dict[str, Any]:
     """Write one shard atomically and its part record; skip it if an identical one is already there."""
-    import webdataset as wds
+    import webdataset as wds  # webdataset imports torch: kept off the CLI's start-up path
 
     out = Path(out_dir)
     name = shard_name(index)
@@ -193,8 +194,6 @@ def write_shard_set(
 
 
 def provenance(source: str, plan_fp: str) -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         ver = version("vislab")
     except PackageNotFoundError:
@@ -212,7 +211,9 @@ def provenance(source: str, plan_fp: str) -> dict[str, Any]:
 
 def count_samples(path: str | os.PathLike[str]) -> int:
     """Number of samples (distinct keys) in a tar shard; raises ShardError naming the shard if unreadable."""
-    from webdataset.tariterators import base_plus_ext
+    from webdataset.tariterators import (
+        base_plus_ext,  # webdataset imports torch: kept off the CLI's start-up path
+    )
 
     keys = 0
     last = None
@@ -266,8 +267,3 @@ def encode_npy(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
     return buf.getvalue()
-
-
-def iter_items(plans: Iterable[list[Any]]) -> Iterable[Any]:
-    for p in plans:
-        yield from p

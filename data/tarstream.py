@@ -63,6 +63,8 @@ def tar_members(f: IO[bytes]) -> Iterator[dict[str, Any]]:
 
 
 def _tarfile_members(f: IO[bytes]) -> Iterator[dict[str, Any]]:
-    from webdataset.tariterators import tar_file_iterator
+    from webdataset.tariterators import (
+        tar_file_iterator,  # webdataset imports torch: kept off the CLI's start-up path
+    )
 
     yield from tar_file_iterator(f)

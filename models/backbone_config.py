@@ -28,7 +28,6 @@ class BackboneConfig:
     download: bool = True
     """Download torchvision weights missing from the torch hub cache (off: the cache only)."""
 
-
 def _close(a: list[float] | None, b: list[float] | None) -> bool:
     return a is None or b is None or (len(a) == len(b) and all(math.isclose(x, y, abs_tol=1e-4) for x, y in zip(a, b, strict=True)))
 
@@ -36,7 +35,10 @@ def _close(a: list[float] | None, b: list[float] | None) -> bool:
 def check_backbone(b: BackboneConfig, source: str) -> tuple[list[str], Any]:
     """Problems with the backbone settings, and the weights' metadata (None when unknown)."""
     from vislab.models.backbones import check_arch  # torch: kept off `vislab config show`'s start-up path
-    from vislab.models.pretrained import check_weights, describe_weights
+    from vislab.models.pretrained import (  # torch and Lightning: kept off the CLI's start-up path
+        check_weights,
+        describe_weights,
+    )
 
     msg = check_arch(b.name)
     if msg:

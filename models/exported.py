@@ -54,7 +54,6 @@ class CheckpointNetwork:
     summary: dict[str, Any]
     """The run's summary.json ({} for a bare .ckpt or an unfinished run)."""
 
-
 def network_from_checkpoint(source: str | Path,
                             spec_of: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]) -> CheckpointNetwork:
     """Checkpoint (or run directory: its best checkpoint) -> bare network. `spec_of(config, meta)` is the
@@ -97,12 +96,12 @@ def load_weights(directory: str | Path, map_location: str = "cpu") -> dict[str, 
     info = read_info(d)
     name = info.get("weights", WEIGHTS)
     if (d / name).is_file() and name.endswith(".safetensors"):
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # safetensors imports torch: kept off the CLI's start-up path
 
         return load_file(str(d / name), device=map_location)
     pt = d / FILES["state_dict"]
     if pt.is_file():
-        import torch
+        import torch  # torch: kept off the CLI's start-up path
 
         return torch.load(pt, map_location=map_location, weights_only=True)
     export_file(d, "safetensors")  # raises, naming the formats present
@@ -119,14 +118,14 @@ def load_exported(directory: str | Path, map_location: str = "cpu") -> tuple[nn.
 
 
 def load_torchscript(directory: str | Path, map_location: str = "cpu") -> Any:
-    import torch
+    import torch  # torch: kept off the CLI's start-up path
 
     return torch.jit.load(str(export_file(directory, "torchscript")), map_location=map_location).eval()
 
 
 def onnx_session(directory: str | Path) -> Any:
     """An onnxruntime CPU session; run it with `session.run(None, {"input": x.numpy()})[0]`."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # onnxruntime: only for ONNX exports
 
     return ort.InferenceSession(str(export_file(directory, "onnx")), providers=["CPUExecutionProvider"])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from functools import partial
 
 import torch
 from torch import nn
@@ -55,7 +56,6 @@ def lr_factor(step: int, *, cfg: OptimConfig, steps_per_epoch: int, total_steps:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int,
                     total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    from functools import partial
 
     fn = partial(lr_factor, cfg=cfg, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)

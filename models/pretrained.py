@@ -54,15 +54,6 @@ class WeightsMeta:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
-def normalise(pixels: Any, mean: list[float], std: list[float]) -> Any:
-    """uint8-range pixels (B, C, H, W) -> the network's input, (x / 255 - mean) / std per channel."""
-    import torch
-
-    m = torch.tensor(mean, device=pixels.device).view(1, -1, 1, 1) * 255
-    s = torch.tensor(std, device=pixels.device).view(1, -1, 1, 1) * 255
-    return (pixels.float() - m) / s
-
-
 def imagenet_categories() -> list[str]:
     from torchvision.models._meta import _IMAGENET_CATEGORIES
 

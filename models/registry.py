@@ -72,7 +72,7 @@ def get_builder(name: str) -> Builder:
 
 @lru_cache(maxsize=1)
 def _torchvision_names() -> tuple[str, ...]:
-    import torchvision.models as tvm
+    import torchvision.models as tvm  # torch: kept off the CLI's start-up path
 
     return tuple(tvm.list_models(module=tvm))
 
@@ -122,6 +122,6 @@ def create_model(name: str, *, num_classes: int, in_channels: int = 3, **kwargs:
         return _OWN[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
     if in_channels != 3:
         raise ValueError(f"torchvision's '{name}' takes 3 input channels, not {in_channels}")
-    import torchvision.models as tvm
+    import torchvision.models as tvm  # torch: kept off the CLI's start-up path
 
     return tvm.get_model(name, weights=None, num_classes=num_classes, **{**_TV_DEFAULTS.get(name, {}), **kwargs})

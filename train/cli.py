@@ -191,7 +191,7 @@ def cmd_models(argv: list[str]) -> int:
 
 
 def cmd_demo(argv: list[str]) -> int:
-    from vislab.train.demo import main as demo
+    from vislab.train.demo import main as demo  # torch and Lightning: kept off the CLI's start-up path
 
     return demo(argv)
 

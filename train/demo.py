@@ -13,6 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from vislab.data.importers.digits import write_digits_tree
+from vislab.data.importers.imagefolder import run as shard_imagefolder
+
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "classify" / "digits.yaml"
 
 
@@ -22,9 +25,6 @@ def main(argv: list[str]) -> int:
     p.add_argument("--workdir", type=Path, default=Path("demo_data"), help="where the digits and shards go")
     p.add_argument("overrides", nargs="*", help="key=value overrides for configs/classify/digits.yaml")
     a = p.parse_args(argv)
-
-    from vislab.data.importers.digits import write_digits_tree
-    from vislab.data.importers.imagefolder import run as shard_imagefolder
 
     src, root = a.workdir / "digits_png", a.workdir / "digits"
     if not (src / "test").is_dir():
@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
         return proc.returncode
     run_dir = Path(proc.stdout.strip().splitlines()[-1])
 
-    from vislab.train.export import export_run
+    from vislab.train.export import export_run  # torch and Lightning: kept off the CLI's start-up path
 
     export_dir = export_run(run_dir, run_dir / "export")
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -72,11 +72,13 @@ def wandb_logger(cfg: RunConfig, run_dir: Path, config: dict[str, Any]) -> Any |
     mode, reason = resolve_mode(cfg)
     if mode == "disabled":
         return None
-    from vislab.train.slurm.preemption import TerminationSafeWandbLogger as WandbLogger
+    from vislab.train.slurm.preemption import (
+        TerminationSafeWandbLogger as WandbLogger,  # torch and Lightning: kept off the CLI's start-up path
+    )
 
     os.environ["WANDB_MODE"] = mode  # rank 0 decides; the env makes the decision stick for wandb internals
     os.environ.setdefault("WANDB_SILENT", "true")
-    import wandb
+    import wandb  # wandb: slow to import, only when tracking
 
     lg = cfg.logger
     logger = WandbLogger(
@@ -91,12 +93,8 @@ def wandb_logger(cfg: RunConfig, run_dir: Path, config: dict[str, Any]) -> Any |
     return logger
 
 
-def offline_run_dirs(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / "wandb").glob("offline-run-*"))
-
-
 def log_checkpoint_artifact(logger: Any, path: Path, metrics: dict[str, float], name: str) -> None:
-    import wandb
+    import wandb  # wandb: slow to import, only when tracking
 
     art = wandb.Artifact(name=name, type="model", metadata=metrics)
     art.add_file(str(path))

@@ -90,7 +90,7 @@ class TextProgress(Callback):
 
 
 def _strategy(cfg: RunConfig) -> Any:
-    from pytorch_lightning.strategies import DDPStrategy
+    from pytorch_lightning.strategies import DDPStrategy  # Lightning: kept off the CLI's start-up path
 
     t = cfg.trainer
     if cfg.world_size == 1 and t.strategy == "auto":
@@ -148,7 +148,9 @@ def build_trainer(cfg: RunConfig, run_dir: Path, loggers: list[Logger] | None = 
         if t.early_stopping_patience is not None:
             callbacks.append(EarlyStopping(monitor=metric, mode=mode, patience=t.early_stopping_patience))
         if t.ema_decay:
-            from pytorch_lightning.callbacks.weight_averaging import EMAWeightAveraging
+            from pytorch_lightning.callbacks.weight_averaging import (
+                EMAWeightAveraging,  # Lightning: kept off the CLI's start-up path
+            )
 
             callbacks.append(EMAWeightAveraging(decay=t.ema_decay))
     bar, progress = _progress(cfg)
@@ -183,6 +185,8 @@ def _cluster_plugins() -> list[Any]:
     """Under srun: Slurm's ranks, without Lightning's requeue handler, which checkpoints from inside the
     signal handler while the step's DDP collectives may be in flight (vislab.train.slurm.preemption acts at a
     step boundary instead)."""
-    from lightning_fabric.plugins.environments import SLURMEnvironment
+    from lightning_fabric.plugins.environments import (
+        SLURMEnvironment,  # Lightning: kept off the CLI's start-up path
+    )
 
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []

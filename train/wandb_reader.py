@@ -68,7 +68,7 @@ def find_run_file(path: str | Path) -> Path:
 
 def read_run(path: str | Path) -> dict[str, Any]:
     """{'history': [row, ...], 'summary': {...}, 'config': {...}, 'run_id': str, 'record_types': {...}}."""
-    from wandb.proto import wandb_internal_pb2 as pb
+    from wandb.proto import wandb_internal_pb2 as pb  # wandb: slow to import, only when tracking
 
     file = find_run_file(path)
     history: list[dict[str, Any]] = []

@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 
 def write_digits_tree(out: Path, seed: int = 0, fractions: tuple[float, float] = (0.7, 0.15)) -> Path:
     """Write `out/{train,val,test}/<digit>/<index>.png` with a stratified split; returns `out`."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # scikit-learn: slow to import, only for the embedded data
 
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 counts -> 8-bit grey

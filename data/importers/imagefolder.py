@@ -13,6 +13,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from vislab.core.family import Importer
 from vislab.data.manifest import Manifest
 from vislab.data.shards import plan_shards, write_shard_set
@@ -69,7 +71,6 @@ def encode_image(item: tuple[str, int], root: str, max_side: int | None, quality
         return {"__key__": _key(rel), "jpg": data, "cls": label}
     if data.startswith(PNG_MAGIC) and not max_side:
         return {"__key__": _key(rel), "png": data, "cls": label}
-    from PIL import Image
 
     with Image.open(io.BytesIO(data)) as opened:
         im: Image.Image = opened

@@ -16,7 +16,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
-from vislab.data.images import ImageDecode
+from vislab.data.images import ImageDecode, PixelNormalise
 from vislab.data.modules import ShardDataModule
 from vislab.families.classify.schema import ClassifyConfig
 from vislab.models.base import VislabModule
@@ -75,16 +75,12 @@ def module(cfg: ClassifyConfig, meta: dict[str, Any]) -> ClassifierModule:
 class ClassifierModule(VislabModule):
     cfg: ClassifyConfig
     metrics: nn.ModuleDict
-    mean: torch.Tensor
-    std: torch.Tensor
 
     def __init__(self, cfg: ClassifyConfig, meta: dict[str, Any] | None = None):
         super().__init__(cfg, meta)
         self.model = bare_model(cfg, self.meta)
         n = cfg.model.num_classes
-        channels = len(cfg.data.mean)
-        self.register_buffer("mean", torch.tensor(cfg.data.mean).view(1, channels, 1, 1) * 255, persistent=False)
-        self.register_buffer("std", torch.tensor(cfg.data.std).view(1, channels, 1, 1) * 255, persistent=False)
+        self.normalise = PixelNormalise(cfg.data.mean, cfg.data.std, cfg.trainer.channels_last)
         self.mix = self._mixer(cfg, n)
         top5 = min(5, n)
         self.metrics = nn.ModuleDict({
@@ -109,11 +105,7 @@ class ClassifierModule(VislabModule):
         return self.model(images)
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        # uint8 (B, C, H, W) -> normalised float, on the device
-        x = (batch["image"].float() - self.mean) / self.std
-        if self.cfg.trainer.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        batch["image"] = x
+        x = batch["image"] = self.normalise(batch["image"])  # uint8 (B, C, H, W) -> float, on the device
         if self.trainer.training and self.mix is not None:
             batch["image"], batch["target"] = self.mix(x, batch["label"])
         return batch

@@ -104,7 +104,7 @@ def read_fixations(shard_dir: str | Path) -> list[np.ndarray]:
 
 def _smoothed(counts: np.ndarray, sigma_cells: float, uniform: float) -> np.ndarray:
     """A density on the grid (sums to 1): Gaussian-smoothed counts mixed with `uniform`."""
-    from scipy.ndimage import gaussian_filter
+    from scipy.ndimage import gaussian_filter  # scipy: slow to import, only for this file format
 
     smooth = gaussian_filter(counts.astype(np.float64), sigma=sigma_cells, mode="nearest")
     smooth /= max(smooth.sum(), 1e-12)

@@ -28,7 +28,9 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchvision.models.convnext import LayerNorm2d
 
+from vislab.core.dist import global_rank
 from vislab.data.features import cached_features, weights_identity
+from vislab.data.images import PixelNormalise, normalise
 from vislab.data.modules import ShardDataModule
 from vislab.data.pipeline import Decode
 from vislab.families.saliency import metrics as sm
@@ -43,7 +45,7 @@ from vislab.families.saliency.schema import SaliencyConfig
 from vislab.models.backbone_config import resolved_normalisation
 from vislab.models.backbones import Backbone, build_backbone, configured_backbone
 from vislab.models.base import VislabModule
-from vislab.models.pretrained import describe_weights, normalise
+from vislab.models.pretrained import describe_weights
 from vislab.models.registry import register_builder
 
 
@@ -141,7 +143,6 @@ def datamodule(cfg: SaliencyConfig) -> ShardDataModule:
 
 def feature_root(cfg: SaliencyConfig) -> Path:
     """The frozen layers' features of every image (and of its mirror image, for training), computed once."""
-    from vislab.core.dist import global_rank
 
     b, d = cfg.model.backbone, cfg.data
     mean, std = normalisation(cfg)
@@ -242,16 +243,14 @@ class SaliencyModule(VislabModule):
             self.model.set_center_bias(log_center_bias)
         mean, std = normalisation(cfg)
         self.meta.update({"weights": pretrained.meta.to_dict(), "mean": mean, "std": std})
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255, persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255, persistent=False)
+        self.normalise = PixelNormalise(mean, std, cfg.trainer.channels_last)
         names = ["nll", "ig", "ll", "auc", "nss", "ll_cb", "auc_cb", "nss_cb"]
         self.metrics = nn.ModuleDict({s: nn.ModuleDict({n: MeanMetric() for n in names}) for s in ("val", "test")})
         self._examples: dict[str, torch.Tensor] = {}
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         if "features" not in batch:  # uint8 (B, 3, H, W) pixels -> normalised images
-            x = (batch["pixels"].float() - self.mean) / self.std
-            batch["image"] = x.contiguous(memory_format=torch.channels_last) if self.cfg.trainer.channels_last else x
+            batch["image"] = self.normalise(batch["pixels"])
         return batch
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -298,7 +297,7 @@ class SaliencyModule(VislabModule):
 
 def render(pixels: torch.Tensor, log_p: torch.Tensor, counts: torch.Tensor) -> np.ndarray:
     """(H, 2W, 3) uint8: the image with its fixations | the predicted density over the image."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # matplotlib: only when a figure is drawn
 
     image = pixels.permute(1, 2, 0).numpy().astype(np.float32) / 255.0  # (H, W, 3)
     size = image.shape[:2]
@@ -315,7 +314,7 @@ def render(pixels: torch.Tensor, log_p: torch.Tensor, counts: torch.Tensor) -> n
 
 
 def log_saliency_images(loggers: list[Any], examples: dict[str, torch.Tensor], step: int) -> None:
-    from pytorch_lightning.loggers import WandbLogger
+    from pytorch_lightning.loggers import WandbLogger  # Lightning: kept off the CLI's start-up path
 
     for logger in loggers:
         if isinstance(logger, WandbLogger):

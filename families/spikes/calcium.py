@@ -130,13 +130,3 @@ def add_matched_noise(x: np.ndarray, frame_rate: float, nu_now: float, nu_target
         scale = np.sqrt(np.abs(1.0 + x))
         scale /= max(float(np.median(scale)), 1e-6)
     return x + rng.normal(0.0, std, size=x.shape) * scale
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of two 1-D arrays over the entries finite in both; NaN if either is constant."""
-    ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 3:
-        return float("nan")
-    a, b = a[ok] - a[ok].mean(), b[ok] - b[ok].mean()
-    den = math.sqrt(float((a * a).sum() * (b * b).sum()))
-    return float((a * b).sum() / den) if den > 0 else float("nan")

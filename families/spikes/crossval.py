@@ -22,14 +22,14 @@ from typing import Any
 
 from vislab.core.config import load_config, task_of
 from vislab.core.errors import ConfigError
+from vislab.data.manifest import Manifest
 from vislab.families.spikes.schema import SpikesConfig, check_spikes
+from vislab.families.spikes.simulate import ensure_simulated_root
 
 COLUMNS = (("corr", "corr (ensemble)"), ("corr_member", "corr (one network)"), ("error", "error"), ("bias", "bias"))
 
 
 def lodo_datasets(cfg: Any) -> list[str]:
-    from vislab.data.manifest import Manifest
-
     names = sorted(Manifest.load(Path(cfg.data.root) / "train").meta.get("datasets", {}))
     return [n for n in (cfg.data.datasets or names) if n not in cfg.data.exclude_datasets]
 
@@ -90,7 +90,6 @@ def crossval(config: Path, overrides: list[str], datasets: list[str] | None = No
     cfg = load_config(config, overrides, lambda task, source: (SpikesConfig, check_spikes))
     assert isinstance(cfg, SpikesConfig)
     if cfg.data.simulate.enabled:  # the folds would each make it; make it once, before listing its datasets
-        from vislab.families.spikes.simulate import ensure_simulated_root
 
         ensure_simulated_root(cfg.data.simulate, Path(cfg.data.root), log=lambda s: None)
     names = datasets or lodo_datasets(cfg)

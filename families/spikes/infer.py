@@ -32,7 +32,11 @@ def load_spike_model(source: Path) -> tuple[Any, dict[str, Any]]:
     """(network in eval mode, facts: model_rate, training ranges, where it came from)."""
     # torch, and registers the spikes builders that exports name: only once traces are to be inferred
     from vislab.families.spikes.module import model_spec
-    from vislab.models.exported import MODEL_JSON, load_exported, network_from_checkpoint
+    from vislab.models.exported import (  # torch and Lightning: kept off the CLI's start-up path
+        MODEL_JSON,
+        load_exported,
+        network_from_checkpoint,
+    )
 
     if source.is_dir() and (source / MODEL_JSON).is_file():
         net, info = load_exported(source)
@@ -75,10 +79,10 @@ def applicability(frame_rate: float, nu: np.ndarray, info: dict[str, Any], path:
 def plot_traces(traces: np.ndarray, spikes: np.ndarray, frame_rate: float, out: Path, count: int = 6,
                 seconds: float = 60.0) -> Path:
     """PNG of up to `count` neurons (the most active ones): dF/F above, inferred spike rate below."""
-    import matplotlib
+    import matplotlib  # matplotlib: only when a figure is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib: only when a figure is drawn
 
     activity = np.nan_to_num(np.nanmean(spikes, axis=1), nan=-1.0) if np.isfinite(spikes).any() else np.zeros(len(spikes))
     chosen = sorted(np.argsort(-activity)[:count])
@@ -101,7 +105,10 @@ def plot_traces(traces: np.ndarray, spikes: np.ndarray, frame_rate: float, out: 
 
 def run_infer(model: Path, traces_path: Path, frame_rate: float, out: Path, *, key: str | None = None,
               transpose: bool = False, mode: str = "trace", plot: bool = True) -> dict[str, Any]:
-    from vislab.families.spikes.inference import infer, min_frames
+    from vislab.families.spikes.inference import (  # torch and Lightning: kept off the CLI's start-up path
+        infer,
+        min_frames,
+    )
 
     if not frame_rate > 0:
         raise ConfigError([f"--frame-rate must be positive, got {frame_rate}"])

@@ -21,11 +21,13 @@ from torch.utils.data import default_collate
 
 from vislab.data.manifest import Manifest
 from vislab.data.modules import ShardDataModule
+from vislab.families.spikes.calcium import resample_trace
 from vislab.families.spikes.inference import SpikeNet, infer
 from vislab.families.spikes.metrics import merge, recording_stats, report
 from vislab.families.spikes.networks import SpikeCNN, conditions, net_input, receptive_field
 from vislab.families.spikes.samples import PieceDecode, RecordingDecode, collate_recordings
 from vislab.families.spikes.schema import SpikesConfig
+from vislab.families.spikes.simulate import ensure_simulated_root
 from vislab.families.spikes.stm import STM
 from vislab.models.base import VislabModule
 from vislab.models.exported import build_from_spec
@@ -96,7 +98,6 @@ def window_of(cfg: SpikesConfig) -> int:
 def datamodule(cfg: SpikesConfig) -> CalciumDataModule:
     d = cfg.data
     if d.simulate.enabled:
-        from vislab.families.spikes.simulate import ensure_simulated_root
 
         ensure_simulated_root(d.simulate, Path(d.root))
     train = PieceDecode(model_rate=d.frame_rate, window=window_of(cfg), segment_frames=d.segment_frames,
@@ -142,7 +143,6 @@ def export_info(cfg: SpikesConfig, meta: dict[str, Any]) -> dict[str, Any]:
 
 def example_input(cfg: SpikesConfig, info: dict[str, Any], batch_size: int) -> torch.Tensor:
     """The first evaluation recordings at the model's rate, conditioned as inference does."""
-    from vislab.families.spikes.calcium import resample_trace
 
     dm = datamodule(cfg)
     split = "val" if "val" in dm.dirs else dm.test_split

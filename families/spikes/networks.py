@@ -112,8 +112,3 @@ def windows_of(x: torch.Tensor, size: int) -> torch.Tensor:
     b, c, t = x.shape
     w = x.unfold(-1, size, 1)  # (B, C, T - size + 1, size)
     return w.permute(0, 2, 1, 3).reshape(b * (t - size + 1), c, size)
-
-
-def parameter_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-

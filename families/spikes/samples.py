@@ -18,6 +18,7 @@ Evaluation (`RecordingDecode`): a whole recording at its own rate, left as numpy
 from __future__ import annotations
 
 import io
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -37,8 +38,6 @@ def read_npy(sample: dict[str, Any], name: str) -> np.ndarray:
 
 
 def read_info(sample: dict[str, Any]) -> dict[str, Any]:
-    import json
-
     data = sample.get("json")
     if data is None:
         raise ShardError(f"sample {sample.get('__key__')} in {sample.get('__url__')} has no 'json' field")

@@ -5,10 +5,12 @@ Light module (no torch): configs are validated before anything is imported or sp
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from vislab.core.config import DataConfig, RunConfig
+from vislab.data.manifest import Manifest, ShardError, check_data_root
 
 
 @dataclass
@@ -95,7 +97,6 @@ class SpikeModelConfig:
     stm_features: int = 4
     """STM: quadratic features m."""
 
-
 @dataclass
 class SpikesConfig(RunConfig):
     """A `task: spikes` run."""
@@ -105,15 +106,12 @@ class SpikesConfig(RunConfig):
 
 
 def _closest(name: str, valid: list[str]) -> str:
-    import difflib
-
     match = difflib.get_close_matches(name, valid, n=1, cutoff=0.4)
     return f" (did you mean '{match[0]}'?)" if match else f" (datasets: {', '.join(valid)})"
 
 
 def check_spikes(cfg: Any, source: str) -> list[str]:
     """Semantic checks of a spikes config: value ranges, the data root, dataset names."""
-    from vislab.data.manifest import Manifest, ShardError, check_data_root
 
     d, m = cfg.data, cfg.model
     p = [f"{source}: '{key}' must be > 0" for key, value in (

@@ -14,6 +14,7 @@ import numpy as np
 
 from vislab.core.errors import ConfigError
 from vislab.families.spikes.calcium import finite_stretches
+from vislab.families.spikes.importers.spikefinder import read_columns
 
 SUFFIXES = (".npy", ".h5", ".hdf5", ".csv", ".mat")
 
@@ -28,7 +29,6 @@ def read_traces(path: Path, key: str | None = None, transpose: bool = False) -> 
     elif suffix in (".h5", ".hdf5"):
         array = _read_h5(path, key)
     elif suffix == ".csv":
-        from vislab.families.spikes.importers.spikefinder import read_columns
 
         array = read_columns(path)[1]  # columns are neurons
     elif suffix == ".mat":
@@ -61,7 +61,7 @@ def _read_npy(path: Path) -> np.ndarray:
 
 
 def _read_h5(path: Path, key: str | None) -> np.ndarray:
-    import h5py
+    import h5py  # h5py: only for HDF5 files
 
     with h5py.File(path, "r") as f:
         names: list[str] = []
@@ -77,8 +77,8 @@ def _read_h5(path: Path, key: str | None) -> np.ndarray:
 
 
 def _read_mat(path: Path, key: str | None) -> np.ndarray:
-    from scipy.io import loadmat
-    from scipy.io.matlab import MatReadError
+    from scipy.io import loadmat  # scipy: slow to import, only for this file format
+    from scipy.io.matlab import MatReadError  # scipy: slow to import, only for this file format
 
     try:
         mat = loadmat(str(path), squeeze_me=False)

@@ -28,17 +28,20 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from vislab.core.checkpoints import load_checkpoint, model_state
+from vislab.core.dist import global_rank
 from vislab.core.errors import ConfigError
 from vislab.data.features import cached_features, weights_identity
-from vislab.data.images import ImageDecode
+from vislab.data.images import ImageDecode, PixelNormalise, normalise
 from vislab.data.modules import ShardDataModule
 from vislab.data.pipeline import Decode
 from vislab.families.transfer.schema import TransferConfig, resolved_image_sizes
 from vislab.models.backbone_config import resolved_normalisation
 from vislab.models.backbones import Backbone, configured_backbone
 from vislab.models.base import VislabModule
+from vislab.models.exported import load_weights
 from vislab.models.optim import ParamGroup
-from vislab.models.pretrained import WeightsMeta, describe_weights, normalise
+from vislab.models.pretrained import WeightsMeta, describe_weights
 
 HEAD = ("classifier.", "pre_logits.")
 
@@ -73,7 +76,6 @@ def datamodule(cfg: TransferConfig) -> ShardDataModule:
 
 def feature_root(cfg: TransferConfig, pre: dict[str, Any]) -> Path:
     """The cached pre-logit features of this backbone + preprocessing + data (computed by rank 0 if missing)."""
-    from vislab.core.dist import global_rank
 
     b = cfg.model.backbone
     spec = {"architecture": b.name, "weights": weights_identity(b.weights, cfg.seed), "key_map": dict(b.key_map),
@@ -176,8 +178,7 @@ class TransferModule(VislabModule):
         self.model: Backbone = configured_backbone(b, num_classes=None if m.keep_head else n, seed=cfg.seed)
         pre = preprocessing(cfg)
         self.meta.update({"weights": self.model.meta.to_dict(), "preprocess": pre, "num_classes": n})
-        self.register_buffer("mean", torch.tensor(pre["mean"]).view(1, 3, 1, 1) * 255, persistent=False)
-        self.register_buffer("std", torch.tensor(pre["std"]).view(1, 3, 1, 1) * 255, persistent=False)
+        self.normalise = PixelNormalise(pre["mean"], pre["std"], cfg.trainer.channels_last)
         if m.head_init:
             load_head(self.model, Path(m.head_init))
         self.frozen = self._frozen_names()
@@ -260,8 +261,7 @@ class TransferModule(VislabModule):
     # ----- steps -----
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         if "image" in batch:  # uint8 (B, 3, H, W) -> normalised float, on the device
-            x = (batch["image"].float() - self.mean) / self.std
-            batch["image"] = x.contiguous(memory_format=torch.channels_last) if self.cfg.trainer.channels_last else x
+            batch["image"] = self.normalise(batch["image"])
         return batch
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -294,11 +294,9 @@ class TransferModule(VislabModule):
 def load_head(backbone: Backbone, source: Path) -> None:
     """Copy the classifier of another transfer run (its export directory or a checkpoint) into `backbone`."""
     if source.is_dir():
-        from vislab.models.exported import load_weights
 
         state = load_weights(source)
     else:
-        from vislab.core.checkpoints import load_checkpoint, model_state
 
         state = model_state(load_checkpoint(source)["state_dict"])
     head = {k[len("classifier."):]: v for k, v in state.items() if k.startswith("classifier.")}

@@ -9,6 +9,7 @@ weights"); a value in the config that contradicts the weights is an error, found
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,7 +55,6 @@ class TransferModelConfig:
     order; the rest of the backbone at the last), e.g. [1, 2]. Empty: everything trains from the start."""
     head_init: str | None = None
     """Initialise the head from another transfer run's export or checkpoint (linear probe, then fine-tune)."""
-
 
 @dataclass
 class TransferDataConfig(DataConfig):
@@ -129,9 +129,11 @@ def check_transfer(cfg: Any, source: str) -> list[str]:
 
 def check_patterns(m: TransferModelConfig, source: str) -> list[str]:
     """Every freeze / lr_groups pattern must match some backbone parameter (builds the bare network)."""
-    from fnmatch import fnmatch
 
-    from vislab.models.backbones import build_backbone, parameter_names
+    from vislab.models.backbones import (  # torch and Lightning: kept off the CLI's start-up path
+        build_backbone,
+        parameter_names,
+    )
 
     names = parameter_names(build_backbone(m.backbone.name, num_classes=0))
     problems = []

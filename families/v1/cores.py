@@ -15,12 +15,15 @@ pixels (x = column, y = row).
 
 from __future__ import annotations
 
+import difflib
 from collections import OrderedDict
 from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vislab.models.exported import build_from_spec, load_exported
 
 Activation = Literal["elu", "softplus", "relu"]
 InputRegularizer = Literal["laplace_l2norm", "laplace_l2"]
@@ -167,14 +170,14 @@ class PretrainedCore(nn.Module):
     def __init__(self, backbone_spec: dict[str, Any], layer: str, in_channels: int = 1, frozen: bool = True,
                  bn_momentum: float = 0.1, activation: Activation = "elu", weights: str | None = None):
         super().__init__()
-        from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
-
-        from vislab.models.exported import build_from_spec, load_exported
+        from torchvision.models.feature_extraction import (  # torch: kept off the CLI's start-up path
+            create_feature_extractor,
+            get_graph_node_names,
+        )
 
         net = load_exported(weights)[0] if weights else build_from_spec(backbone_spec)
         nodes = get_graph_node_names(net.eval())[1]
         if layer not in nodes:
-            import difflib
 
             close = difflib.get_close_matches(layer, nodes, n=3, cutoff=0.3)
             raise ValueError(f"backbone has no node '{layer}' (closest: {close}; all: {nodes[:8]} ...)")

@@ -136,10 +136,3 @@ def build_encoder(core: dict[str, Any], readout: dict[str, Any], sessions: dict[
         else:
             readouts[s] = GaussianReadout(in_shape, n, coordinates_dim=int(info.get("coordinates_dim", 0)), **readout_kwargs)
     return Encoder(built_core, readouts, shapes, output)  # type: ignore[arg-type]
-
-
-def readout_parameter_count(kind: str, in_shape: tuple[int, int, int], num_neurons: int) -> int:
-    """Parameters of one readout (factorized: N*(H*W + C + 1); Gaussian: N*(2 + 4 + C + 1))."""
-    c, h, w = in_shape
-    return num_neurons * ((h * w + c + 1) if kind == "factorized" else (2 + 4 + c + 1))
-

@@ -10,6 +10,7 @@ import io
 
 import numpy as np
 import torch
+from PIL import Image
 from torchvision.utils import make_grid
 
 
@@ -38,10 +39,10 @@ def mask_grid(masks: torch.Tensor, count: int = 32, upscale: int = 4) -> np.ndar
 def position_scatter(positions: dict[str, np.ndarray], image_hw: tuple[int, int],
                      truth: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Readout positions (x, y) in image pixels of every session, drawn over the image frame."""
-    import matplotlib
+    import matplotlib  # matplotlib: only when a figure is drawn
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib: only when a figure is drawn
 
     h, w = image_hw
     fig, ax = plt.subplots(figsize=(6, 6 * h / w + 0.6), dpi=100)
@@ -60,6 +61,5 @@ def position_scatter(positions: dict[str, np.ndarray], image_hw: tuple[int, int]
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
-    from PIL import Image
 
     return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))

@@ -39,6 +39,7 @@ from vislab.families.v1 import metrics as M
 from vislab.families.v1.data import NeuralDecode, collate_sessions, session_stats
 from vislab.families.v1.encoder import Encoder, build_encoder
 from vislab.families.v1.readouts import FactorizedReadout, GaussianReadout
+from vislab.families.v1.rf_init import EnergyCorrelation, initialize_readout
 from vislab.families.v1.schema import V1Config
 from vislab.models.base import VislabModule
 
@@ -173,8 +174,6 @@ class V1Module(VislabModule):
             self.initialize_readouts(self.trainer.datamodule)  # type: ignore[attr-defined]
 
     def initialize_readouts(self, dm: ShardDataModule) -> None:
-        from vislab.families.v1.rf_init import EnergyCorrelation, initialize_readout
-
         wanted = [s for s in self.sessions if getattr(self.model.readouts[s], "mu", True) is not None]
         if not wanted:
             return  # every position comes from the cortex predictor
@@ -265,12 +264,12 @@ class V1Module(VislabModule):
 
     def log_pictures(self) -> None:
         """Readout positions (and masks) and first-layer filters, to every wandb logger (rank 0 only)."""
-        from pytorch_lightning.loggers import WandbLogger
+        from pytorch_lightning.loggers import WandbLogger  # Lightning: kept off the CLI's start-up path
 
         loggers = [lg for lg in self.loggers if isinstance(lg, WandbLogger)]
         if not loggers or self.global_rank != 0:
             return
-        from vislab.families.v1 import figures
+        from vislab.families.v1 import figures  # torch and Lightning: kept off the CLI's start-up path
 
         first = self.model.image_shapes[self.sessions[0]]
         images = {"v1/filters": figures.filter_grid(self.model.core.first_layer_weight()),

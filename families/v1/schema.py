@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vislab.core.config import DataConfig, RunConfig
+from vislab.data.manifest import Manifest, check_data_root
 
 
 @dataclass
@@ -24,7 +25,6 @@ class V1DataConfig(DataConfig):
     """(image - mean) / std with the session's pixel statistics of the training tier (from the manifest)."""
     normalize_responses: bool = True
     """Divide each neuron's responses by its std over the training tier (neuralpredictors' NeuroNormalizer)."""
-
 
 @dataclass
 class V1ModelConfig:
@@ -87,7 +87,6 @@ class V1ModelConfig:
     log_images_every_n_epochs: int = 5
     """Readout positions/masks and first-layer filters to the dashboard every this many epochs (0 = at the end only)."""
 
-
 @dataclass
 class V1Config(RunConfig):
     """A `task: v1` run."""
@@ -98,7 +97,6 @@ class V1Config(RunConfig):
 
 def check(cfg: Any, source: str) -> list[str]:
     """Data root, that it holds neural shards, and what the model asks of them."""
-    from vislab.data.manifest import Manifest, check_data_root
 
     m = cfg.model
     problems = []
@@ -106,7 +104,9 @@ def check(cfg: Any, source: str) -> list[str]:
         if not m.backbone or not m.backbone_layer:
             problems.append(f"{source}: model.core=pretrained needs 'model.backbone' and 'model.backbone_layer'")
         elif not Path(m.backbone).is_dir():
-            from vislab.models.registry import unknown_model_message
+            from vislab.models.registry import (
+                unknown_model_message,  # torch and Lightning: kept off the CLI's start-up path
+            )
 
             msg = unknown_model_message(m.backbone)
             if msg:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 GROUND_TRUTH = "ground_truth.npz"
 
@@ -67,7 +68,9 @@ class SimulationConfig:
 # ------------------------------------------------------------------------------------------ stimuli
 def photographs() -> list[np.ndarray]:
     """The two sample photographs of scikit-learn, as float grey images 0..255 (427 x 640)."""
-    from sklearn.datasets import load_sample_images
+    from sklearn.datasets import (
+        load_sample_images,  # scikit-learn: slow to import, only for the embedded data
+    )
 
     return [img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
             for img in load_sample_images().images]
@@ -75,7 +78,6 @@ def photographs() -> list[np.ndarray]:
 
 def image_patches(count: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     """(count, height, width) float32 crops at random scale (1-3x), position and mirror, values 0..255."""
-    from PIL import Image
 
     photos = photographs()
     out = np.empty((count, height, width), dtype=np.float32)

@@ -158,7 +158,7 @@ def _finish_wandb(received: signal.Signals) -> None:
     """Close the wandb run as 'preempting', so that the restarted job continues it (same id)."""
     if "wandb" not in sys.modules:
         return
-    import wandb
+    import wandb  # wandb: slow to import, only when tracking
 
     if wandb.run is None:
         return

@@ -15,6 +15,7 @@ script rendered from slurm/job.sbatch.in; `--dry-run` prints the script and crea
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import re
 import shlex
@@ -24,6 +25,9 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import jinja2
+import yaml
 
 from vislab.core.config import RunConfig, to_yaml
 from vislab.core.errors import ConfigError
@@ -104,7 +108,6 @@ def _conflicts(flags: list[str], overrides: list[str]) -> list[str]:
 def quote_times(config: str, overrides: list[str]) -> list[str]:
     """The overrides, with `slurm.time` kept exactly as written. YAML 1.1 reads an unquoted 1:30:00 as the
     base-60 integer 5400, which Slurm would take for 5400 minutes: such values become quoted overrides."""
-    import yaml
 
     def quoted(o: str) -> str:
         key, _, value = o.partition("=")
@@ -207,7 +210,6 @@ def check_cluster(res: Resources) -> None:
     if name is None:
         raise ConfigError([f"the cluster has no default partition: give --partition ({', '.join(parts)})"])
     if name not in parts:
-        import difflib
 
         close = difflib.get_close_matches(name, list(parts), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
@@ -248,8 +250,6 @@ class Job:
 
 
 def render(job: Job) -> str:
-    import jinja2
-
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
     template = env.from_string(TEMPLATE.read_text())
     r = job.resources
@@ -268,7 +268,7 @@ def render(job: Job) -> str:
 
 def plan(configs: list[RunConfig], sweep: Sweep | None, command: str) -> tuple[Job, list[RunConfig]]:
     """Fix run ids, run directories (absolute), wandb group and the job's shape; nothing is written."""
-    from vislab.train.run import new_run_id
+    from vislab.train.run import new_run_id  # torch and Lightning: kept off the CLI's start-up path
 
     first = configs[0]
     res = resources(first, "config")
@@ -298,7 +298,7 @@ def plan(configs: list[RunConfig], sweep: Sweep | None, command: str) -> tuple[J
 
 def write_runs(job: Job, configs: list[RunConfig], script: str, sweep: Sweep | None) -> None:
     """Create the run directories with config, wandb id and script; a directory that exists is an error."""
-    from vislab.train.tracking import wandb_id
+    from vislab.train.tracking import wandb_id  # torch and Lightning: kept off the CLI's start-up path
 
     existing = [d for d in job.run_dirs if d.exists()] + ([job.script.parent] if sweep and job.script.parent.exists() else [])
     if existing:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from PIL import Image
 
 from vislab.core.errors import ConfigError
 from vislab.core.family import Importer
@@ -48,8 +49,6 @@ def normalise(x: np.ndarray, y: np.ndarray, width: int, height: int, coords: Coo
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
     with Image.open(path) as im:
         return im.size
 
@@ -105,7 +104,7 @@ def detect_osie(src: Path) -> bool:
 
 def read_osie(src: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """'stimuli/<name>' -> (fixations (N, 2) normalised, subject ids (N,)) from OSIE's fixations.mat."""
-    from scipy.io import loadmat
+    from scipy.io import loadmat  # scipy: slow to import, only for this file format
 
     entries = np.atleast_1d(loadmat(src / "fixations.mat", squeeze_me=True, struct_as_record=False)["fixations"])
     stimuli = sorted(p.name for p in (src / "stimuli").iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))

@@ -35,7 +35,7 @@ def dataset_dirs(src: Path) -> list[Path]:
 def detect(src: Path) -> bool:
     if not src.is_dir():
         return False
-    from scipy.io import whosmat
+    from scipy.io import whosmat  # scipy: slow to import, only for this file format
 
     for d in dataset_dirs(src)[:1]:
         first = sorted(d.glob("*.mat"))[0]
@@ -48,8 +48,8 @@ def detect(src: Path) -> bool:
 
 def load_neuron(path: Path, dataset: str) -> list[Recording]:
     """All finite recording parts of one neuron file; a file of another layout raises ConfigError naming it."""
-    from scipy.io import loadmat
-    from scipy.io.matlab import MatReadError
+    from scipy.io import loadmat  # scipy: slow to import, only for this file format
+    from scipy.io.matlab import MatReadError  # scipy: slow to import, only for this file format
 
     try:
         mat = loadmat(str(path), squeeze_me=True, struct_as_record=False)

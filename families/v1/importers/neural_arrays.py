@@ -42,7 +42,7 @@ def _open(path: str) -> Any:
         if path.endswith(".npz"):
             _OPEN[path] = {}  # filled member by member
         else:
-            import h5py
+            import h5py  # h5py: only for HDF5 files
 
             _OPEN[path] = h5py.File(path, "r")
     return _OPEN[path]
@@ -70,7 +70,7 @@ def _keys(path: Path) -> set[str]:
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
             return set(z.files)
-    import h5py
+    import h5py  # h5py: only for HDF5 files
 
     with h5py.File(path, "r") as f:
         return set(f.keys())

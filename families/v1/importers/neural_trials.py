@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from vislab.core.errors import ConfigError
 from vislab.data.manifest import Manifest
@@ -88,7 +89,6 @@ class SessionSource:
 
 def rescale(image: np.ndarray, scale: float) -> np.ndarray:
     """(C, H, W) float image resized by `scale` (bilinear; PIL widens the filter when shrinking = antialias)."""
-    from PIL import Image
 
     c, h, w = image.shape
     size = (max(1, round(w * scale)), max(1, round(h * scale)))

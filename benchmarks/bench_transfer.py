@@ -40,7 +40,7 @@ def subset_tree(src: Path, out: Path, per_class: int) -> Path:
 
 def train_epoch(cfg, meta=None) -> tuple[float, float, int]:  # type: ignore[no-untyped-def]
     """(seconds to build the data module, seconds for one training epoch, images seen)."""
-    from vislab.models import transfer
+    from vislab.families.transfer import module as transfer
 
     t0 = time.perf_counter()
     dm = transfer.datamodule(cfg)  # the cached path extracts its features here (once)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -47,10 +47,13 @@ ALIASES = {  # builder strings written by vislab before the family layout -> sta
 }
 
 
-def register_builder(name: str, example: Example) -> Callable[[Builder], Builder]:
+B = TypeVar("B", bound=Builder)
+
+
+def register_builder(name: str, example: Example) -> Callable[[B], B]:
     """Register an export builder under a stable `name`, with a tiny example every test suite run builds."""
 
-    def wrap(fn: Builder) -> Builder:
+    def wrap(fn: B) -> B:
         if name in BUILDERS and BUILDERS[name] is not fn:
             raise ValueError(f"builder '{name}' is already registered")
         BUILDERS[name] = fn

@@ -133,7 +133,7 @@ def test_vislab_imports_run_downward_only() -> None:
 
 
 def test_every_family_is_one_folder_in_the_list() -> None:
-    from vislab.core.family import Family
+    from vislab.models.family import Family
     from vislab.train.families import FAMILIES
 
     folders = sorted(p.name for p in (REPO / "families").iterdir() if (p / "__init__.py").is_file())

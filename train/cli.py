@@ -32,9 +32,9 @@ from pathlib import Path
 
 from vislab.core.config import to_yaml
 from vislab.core.errors import ConfigError, NonFiniteLossError
-from vislab.core.family import Verb
 from vislab.data.manifest import MANIFEST, ShardError, split_dirs
 from vislab.data.shards import verify_shard_set
+from vislab.models.family import Verb
 from vislab.train import families
 from vislab.train.config import load_config
 from vislab.train.slurm.runs import main as runs

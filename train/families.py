@@ -6,10 +6,10 @@ import difflib
 
 from vislab.core.config import RunConfig
 from vislab.core.errors import ConfigError
-from vislab.core.family import Check, Family, Importer, Simulator, Verb
-from vislab.data.importers import importer_table
+from vislab.data.importers import Importer, importer_table
 from vislab.data.importers.imagefolder import IMPORTER as IMAGEFOLDER
 from vislab.families import classify, saliency, spikes, transfer, v1
+from vislab.models.family import Check, Family, Simulator, Verb
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     classify.FAMILY,

@@ -7,9 +7,22 @@ reach the CLI through `Family.importers`; `importer_table` puts them in one tabl
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from vislab.core.family import Importer
+
+@dataclass(frozen=True)
+class Importer:
+    """A source layout -> shard sets (`vislab shard SRC --out DIR [--format NAME]`)."""
+
+    name: str
+    detect: Callable[[Path], bool]
+    """Does `src` look like this layout? (cheap: file names, not contents)"""
+    run: Callable[..., dict[str, Any]]
+    """(src, out, *, shard_size_mb, max_side, workers, seed, **options) -> {split: Manifest}"""
+    help: str
 
 
 def importer_table(*groups: Iterable[Importer]) -> dict[str, Importer]:

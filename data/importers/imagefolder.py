@@ -15,7 +15,7 @@ from typing import Any
 
 from PIL import Image
 
-from vislab.core.family import Importer
+from vislab.data.importers import Importer
 from vislab.data.manifest import Manifest
 from vislab.data.shards import plan_shards, write_shard_set
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from vislab.core.family import Family, Runtime
 from vislab.families.saliency.importers.fixations import CSV_IMPORTER, OSIE_IMPORTER
 from vislab.families.saliency.schema import SaliencyConfig, check_saliency
+from vislab.models.family import Family, Runtime
 
 
 def _runtime() -> Runtime:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from vislab.core.family import Family, Runtime
 from vislab.families.spikes import crossval, infer
 from vislab.families.spikes.importers import cascade, spikefinder
 from vislab.families.spikes.schema import SpikesConfig, check_spikes
+from vislab.models.family import Family, Runtime
 
 
 def _runtime() -> Runtime:

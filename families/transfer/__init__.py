@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from vislab.core.family import Family, Runtime
 from vislab.families.transfer.schema import TransferConfig, check_transfer
+from vislab.models.family import Family, Runtime
 
 
 def _runtime() -> Runtime:

@@ -3,10 +3,10 @@ session (what x where), Poisson loss; data from Sinz-lab static recordings or th
 
 from __future__ import annotations
 
-from vislab.core.family import Family, Runtime, Simulator
 from vislab.families.v1 import simulate
 from vislab.families.v1.importers import neural_arrays, static_v1
 from vislab.families.v1.schema import V1Config, check
+from vislab.models.family import Family, Runtime, Simulator
 
 
 def _runtime() -> Runtime:

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from vislab.core.errors import ConfigError
-from vislab.core.family import Importer
+from vislab.data.importers import Importer
 from vislab.data.importers.imagefolder import encode_image
 from vislab.data.manifest import Manifest
 from vislab.data.shards import encode_npy, plan_shards, write_shard_set

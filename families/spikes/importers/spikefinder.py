@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from vislab.core.errors import ConfigError
-from vislab.core.family import Importer
+from vislab.data.importers import Importer
 from vislab.data.manifest import Manifest
 from vislab.families.spikes.recordings import Recording, split_recording, write_calcium_root, writer_options
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from vislab.core.errors import ConfigError
-from vislab.core.family import Importer
+from vislab.data.importers import Importer
 from vislab.data.manifest import Manifest
 from vislab.families.v1.importers.neural_trials import (
     OPTIONAL_FIELDS,

@@ -1,5 +1,8 @@
 """The contract between `train/` and a model family: one typed object per family, checked by mypy.
 
+It lives beside the shared LightningModule base (`models/base.py`) so that it can name the types a family
+returns (`ShardDataModule`, `VislabModule`) precisely; a family imports it, `train/` consumes it.
+
 `train/` calls nothing of a family but what `Family` and `Runtime` declare, and finds families in one
 explicit list (`vislab.train.families.FAMILIES`). A family's schema, config checks, importers and verbs are
 light (no torch); everything that needs torch or Lightning sits behind `Family.runtime()`, called only when
@@ -10,15 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from vislab.core.config import RunConfig
+from vislab.data.importers import Importer
+
 if TYPE_CHECKING:  # annotations only: importing torch/Lightning here would slow every CLI start
-    import pytorch_lightning as pl
     import torch
     from torch import nn
 
-    from vislab.core.config import RunConfig
+    from vislab.data.modules import ShardDataModule
+    from vislab.models.base import VislabModule
 
 Verb = Callable[[list[str]], int]
 """A CLI verb: argv after the verb -> exit code."""
@@ -26,18 +31,6 @@ Check = Callable[[Any, str], list[str]]
 """(validated config, source file) -> one line per problem."""
 Builder = Callable[..., "nn.Module"]
 """Rebuilds a bare network from JSON-able keyword arguments (the `spec` stored in model.json)."""
-
-
-@dataclass(frozen=True)
-class Importer:
-    """A source layout -> shard sets (`vislab shard SRC --out DIR [--format NAME]`)."""
-
-    name: str
-    detect: Callable[[Path], bool]
-    """Does `src` look like this layout? (cheap: file names, not contents)"""
-    run: Callable[..., dict[str, Any]]
-    """(src, out, *, shard_size_mb, max_side, workers, seed, **options) -> {split: Manifest}"""
-    help: str
 
 
 @dataclass(frozen=True)
@@ -56,9 +49,9 @@ def no_test_report(module: Any) -> dict[str, Any]:
 class Runtime:
     """What a family builds (imports torch and Lightning)."""
 
-    datamodule: Callable[[Any], pl.LightningDataModule]
+    datamodule: Callable[[Any], ShardDataModule]
     """config -> the family's DataModule; its `.meta` holds facts from the training manifest."""
-    module: Callable[[Any, dict[str, Any]], pl.LightningModule]
+    module: Callable[[Any, dict[str, Any]], VislabModule]
     """(config, meta) -> the LightningModule (a `VislabModule`) whose `.model` is the exported network."""
     model_spec: Callable[[Any, dict[str, Any]], dict[str, Any]]
     """(config, meta) -> {'builder': stable name, 'kwargs': {...}}: how to rebuild the bare network."""

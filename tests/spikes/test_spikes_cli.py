@@ -16,7 +16,7 @@ from scipy.io import savemat
 
 from vislab.core.errors import ConfigError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "configs" / "spikes" / "demo.yaml"
 
 

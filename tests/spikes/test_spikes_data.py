@@ -25,7 +25,7 @@ from vislab.families.spikes.calcium import (
 )
 from vislab.train.config import load_config
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "spikes"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "spikes"
 
 
 # --------------------------------------------------------------------------------------- signal ops

@@ -11,7 +11,7 @@ from vislab.families.v1.importers.static_v1 import run as import_static
 from vislab.families.v1.simulate import SimulationConfig, simulate
 from vislab.train.config import load_config
 
-CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs" / "v1").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "v1").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")

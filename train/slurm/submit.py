@@ -35,7 +35,7 @@ from vislab.train.config import load_config
 from vislab.train.slurm import cluster
 from vislab.train.slurm.sweep import Sweep, array_spec, load_sweep
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "slurm" / "job.sbatch.in"
+TEMPLATE = Path(__file__).resolve().parents[2] / "slurm" / "job.sbatch.in"
 SCRIPT_FILE = "job.sbatch"
 SUBMIT_FILE = "submit.json"
 EXIT_PREEMPTED = 3  # = vislab.train.slurm.preemption.EXIT_PREEMPTED (kept here: no torch import at submission)

@@ -1,10 +1,13 @@
-"""Loader throughput: vislab's shard stream vs torchvision ImageFolder + DataLoader on the same JPEGs.
+"""Loader throughput: vislab's shard stream vs torchvision ImageFolder + DataLoader and vs webdataset's own
+`WebDataset` pipeline, on the same JPEGs and the same shards, measured in the same run.
 
-All three read the same images with the same transforms (decode, RandomResizedCrop, horizontal flip, to
+All four read the same images with the same transforms (decode, RandomResizedCrop, horizontal flip, to
 uint8 tensor, collate), the same batch size and the same number of worker processes:
 
   imagefolder  torchvision.datasets.ImageFolder (PIL decode) + DataLoader(shuffle=True)
   vislab       WebDataset shards -> TrainStream (resampled, shuffled) -> StreamLoader, torchvision.io decode
+  webdataset   the same shards through webdataset's documented pipeline: WebDataset(resampled, shardshuffle)
+               .shuffle(1000).map(decode + transforms).batched -> WebLoader, the same decoder as vislab
   ceiling      decode + transform only: the same DataLoader and workers over JPEG bytes already in RAM
                (no file IO, no tar parsing, no shuffle buffer): what any loader with this decoder can reach
 
@@ -19,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+import webdataset as wds
 from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision.transforms import v2
@@ -56,6 +60,18 @@ def vislab(root: Path, crop: int, bs: int, workers: int, n: int) -> float:
     return rate(StreamLoader(stream, workers), n)
 
 
+def webdataset(root: Path, crop: int, bs: int, workers: int, n: int) -> float:
+    tf = v2.Compose([v2.RandomResizedCrop(crop, antialias=True), v2.RandomHorizontalFlip()])
+    urls = Manifest.load(root).urls(root)
+
+    def sample(s: dict) -> dict:
+        return {"image": tf(decode_bytes(s["jpg"] if "jpg" in s else s["jpeg"])), "label": int(s["cls"])}
+
+    ds = (wds.WebDataset(urls, resampled=True, shardshuffle=True, nodesplitter=wds.split_by_node)
+          .shuffle(1000).map(sample).batched(bs, partial=False))
+    return rate(wds.WebLoader(ds, batch_size=None, num_workers=workers, prefetch_factor=4), n)
+
+
 class _InMemory(torch.utils.data.Dataset):
     """JPEG bytes already in RAM: decode + transform only, no file IO, no tar parsing, no shuffle buffer."""
 
@@ -89,16 +105,18 @@ def main() -> None:
     torch.set_num_threads(1)  # decoding is per worker process; keep the main process from competing
     with tempfile.TemporaryDirectory() as tmp:
         shard_imagefolder(a.src, Path(tmp), shard_size_mb=32, workers=a.workers, log=lambda s: None)
-        results: dict[str, list[float]] = {"imagefolder": [], "vislab": [], "ceiling": []}
-        for _ in range(a.repeats):  # interleaved, so drifting machine load hits all three alike
+        results: dict[str, list[float]] = {"imagefolder": [], "vislab": [], "webdataset": [], "ceiling": []}
+        for _ in range(a.repeats):  # interleaved, so drifting machine load hits all four alike
             results["imagefolder"].append(imagefolder(a.src, a.crop, a.batch_size, a.workers, a.images))
             results["vislab"].append(vislab(Path(tmp), a.crop, a.batch_size, a.workers, a.images))
+            results["webdataset"].append(webdataset(Path(tmp), a.crop, a.batch_size, a.workers, a.images))
             results["ceiling"].append(ceiling(a.src, a.crop, a.batch_size, a.workers, a.images))
     best = {k: max(v) for k, v in results.items()}
     print(f"images: {a.src} ({a.images} per run, best of {a.repeats}); workers={a.workers} batch={a.batch_size} crop={a.crop}")
     for k, v in best.items():
         print(f"  {k:12s} {v:8.1f} images/s")
     print(f"vislab / imagefolder = {best['vislab'] / best['imagefolder']:.2f}x   (target >= 1.0)")
+    print(f"vislab / webdataset  = {best['vislab'] / best['webdataset']:.2f}x   (webdataset's own pipeline, same shards)")
     print(f"vislab / ceiling     = {best['vislab'] / best['ceiling']:.2f}x   (target >= 0.9)")
 
 

@@ -8,19 +8,25 @@ Measured in the same run, each case in its own subprocess (clean peak RSS):
               trials (reader -> decode -> collate by session -> loss scaling -> constraints): `vislab fit`'s path.
   readouts    peak memory of one training step of a factorized vs a Gaussian readout at 1k, 5k, 20k neurons
               on the core's (64, 28, 56) feature map (batch 64), above a core-only baseline.
-  one thread  samples/s of `plain` with torch.set_num_threads(1) -> time per epoch of a 5,335-neuron,
-              4,472-trial recording, vs neuralpredictors' reported ~6 min per epoch on one thread.
+  neuralpredictors  the peer, measured here: the SENSORIUM 2022 baseline built with neuralpredictors' own
+              `Stacked2dCore` + `FullGaussian2d` (sensorium's `stacked_core_full_gauss_readout` settings), the
+              same in-memory loop, loss, penalties and optimizer as `plain`.
+  one thread  samples/s of `plain` and `neuralpredictors` with torch.set_num_threads(1), 5,335 neurons ->
+              time per epoch of a SENSORIUM-size recording (4,472 trials) for both.
 
 Every case runs with the same number of torch threads (`--threads`, default 1: on a shared machine more
 threads than free cores slow PyTorch down by an order of magnitude). Printed as ratios against the named
 peer; absolute numbers depend on the machine and its load.
 
+    pip install -e .[bench]   # neuralpredictors (and OASIS for the spikes benchmarks)
     python benchmarks/bench_v1.py [--neurons 5000] [--steps 10] [--batch 64] [--threads 1] [--skip-vislab]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import collections.abc
 import json
 import math
 import os
@@ -35,7 +41,6 @@ from typing import Any
 H, W = 36, 64
 SOTA_CORE = {"kind": "stacked", "channels": 64, "layers": 4, "input_kernel": 9, "hidden_kernel": 7,
              "depth_separable": True, "pad_input": False, "gamma_input": 6.3831, "bn_momentum": 0.9}
-NEUROPREDICTORS_EPOCH_S = 360.0  # ~6 min per epoch, one thread, 5,335 neurons (issue 4's reference)
 SENSORIUM_TRIALS, SENSORIUM_NEURONS = 4472, 5335
 FEATURES = (64, 28, 56)  # SOTA_CORE's output on 36x64 images (9x9 'valid' first layer)
 
@@ -71,6 +76,64 @@ def child_plain(neurons: int, steps: int, batch: int) -> dict[str, Any]:
         loss.backward()
         opt.step()
         model.constrain()
+
+    for i in range(2):
+        step(i)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    dt = time.perf_counter() - t0
+    return {"samples_per_s": steps * batch / dt, "peak_rss_mb": peak_rss_mb()}
+
+
+def neuralpredictors_encoder(neurons: int) -> Any:
+    """The SENSORIUM 2022 baseline with neuralpredictors' own layers (sensorium/models/models.py settings)."""
+    # neuralpredictors 0.3.0, the newest on PyPI, imports `collections.Iterable` (gone since Python 3.10)
+    collections.Iterable = collections.abc.Iterable  # type: ignore[attr-defined]
+    import torch
+    from neuralpredictors.layers.cores import Stacked2dCore
+    from neuralpredictors.layers.readouts import FullGaussian2d
+
+    core = Stacked2dCore(input_channels=1, hidden_channels=64, input_kern=9, hidden_kern=7, layers=4,
+                         gamma_input=6.3831, gamma_hidden=0.0, skip=0, final_nonlinearity=True, bias=False,
+                         momentum=0.9, pad_input=False, batch_norm=True, hidden_dilation=1, laplace_padding=None,
+                         input_regularizer="LaplaceL2norm", stack=-1, depth_separable=True, linear=False,
+                         attention_conv=False, hidden_padding=None, use_avg_reg=False)
+    shape = tuple(core(torch.zeros(1, 1, H, W)).shape[1:])
+    readout = FullGaussian2d(shape, neurons, bias=True, init_mu_range=0.3, init_sigma=0.1, gauss_type="full",
+                             feature_reg_weight=0.0076)
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.core, self.readout = core, readout
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.elu(self.readout(self.core(x))) + 1  # ELU + 1, as in sensorium
+
+        def regularizer(self) -> torch.Tensor:
+            return self.core.regularizer() + self.readout.regularizer()
+
+    return Encoder()
+
+
+def child_neuralpredictors(neurons: int, steps: int, batch: int) -> dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = neuralpredictors_encoder(neurons)
+    opt = torch.optim.Adam(model.parameters(), lr=0.009)
+    x = torch.randn(8, batch, 1, H, W)
+    y = torch.poisson(torch.full((8, batch, neurons), 1.0))
+    scale = math.sqrt(SENSORIUM_TRIALS / batch)
+
+    def step(i: int) -> None:
+        rates = model(x[i % 8])
+        loss = scale * F.poisson_nll_loss(rates, y[i % 8], log_input=False, reduction="sum") + model.regularizer()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
 
     for i in range(2):
         step(i)
@@ -168,6 +231,7 @@ def main() -> None:
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         fn = {"plain": lambda: child_plain(int(rest[0]), int(rest[1]), int(rest[2])),
               "vislab": lambda: child_vislab(int(rest[0]), int(rest[1]), int(rest[2]), rest[3]),
+              "neuralpredictors": lambda: child_neuralpredictors(int(rest[0]), int(rest[1]), int(rest[2])),
               "readout": lambda: child_readout(int(rest[0]), rest[1], int(rest[2]))}[kind]
         print(json.dumps(fn()))
         return
@@ -176,6 +240,11 @@ def main() -> None:
     print(f"# V1 benchmark: {n} neurons, {H}x{W} images, batch {batch}, {steps} timed steps, {th} thread(s)")
     plain = run_child(["plain", str(n), str(steps), str(batch)], th)
     print(f"plain PyTorch loop   {plain['samples_per_s']:8.1f} samples/s   peak RSS {plain['peak_rss_mb']:7.0f} MB")
+    npr = run_child(["neuralpredictors", str(n), str(steps), str(batch)], th)
+    print(f"neuralpredictors     {npr['samples_per_s']:8.1f} samples/s   peak RSS {npr['peak_rss_mb']:7.0f} MB  "
+          f"(measured: Stacked2dCore + FullGaussian2d, same loop)")
+    print(f"ratio vislab's Encoder / neuralpredictors: throughput {plain['samples_per_s'] / npr['samples_per_s']:.2f}, "
+          f"peak memory {plain['peak_rss_mb'] / npr['peak_rss_mb']:.2f}")
     if not a.skip_vislab:
         with tempfile.TemporaryDirectory(prefix="bench-v1-") as tmp:
             data = make_shards(Path(tmp), n, trials=max(512, 2 * steps * batch))
@@ -200,10 +269,11 @@ def main() -> None:
           "tensor. Use the Gaussian readout for recordings of thousands of neurons, large feature maps, or many sessions.")
 
     one = run_child(["plain", str(SENSORIUM_NEURONS), str(steps), str(batch)], 1)
-    epoch = SENSORIUM_TRIALS / one["samples_per_s"]
-    print(f"\n# one thread, {SENSORIUM_NEURONS} neurons: {one['samples_per_s']:.1f} samples/s -> {epoch:.0f} s per "
-          f"epoch of {SENSORIUM_TRIALS} trials; neuralpredictors ~{NEUROPREDICTORS_EPOCH_S:.0f} s: "
-          f"ratio {NEUROPREDICTORS_EPOCH_S / epoch:.2f}x")
+    peer = run_child(["neuralpredictors", str(SENSORIUM_NEURONS), str(steps), str(batch)], 1)
+    epoch, peer_epoch = SENSORIUM_TRIALS / one["samples_per_s"], SENSORIUM_TRIALS / peer["samples_per_s"]
+    print(f"\n# one thread, {SENSORIUM_NEURONS} neurons, epoch of {SENSORIUM_TRIALS} trials: vislab's Encoder "
+          f"{one['samples_per_s']:.1f} samples/s -> {epoch:.0f} s; neuralpredictors (measured in this run) "
+          f"{peer['samples_per_s']:.1f} samples/s -> {peer_epoch:.0f} s: ratio {peer_epoch / epoch:.2f}x")
 
 
 if __name__ == "__main__":

@@ -3,13 +3,16 @@ newest checkpoint, and the one way to go from a run directory to its checkpoint.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
 import warnings
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vislab.core.errors import ConfigError
+from vislab.core.errors import ConfigError, DiskFullError
 
 if TYPE_CHECKING:
     import torch
@@ -29,6 +32,8 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
     p = Path(path)
     if not p.is_file():
         raise ConfigError([f"checkpoint not found: {p}"])
+    if not zipfile.is_zipfile(p):  # every torch.save since 1.6 is a zip archive; anything else is not ours
+        raise ConfigError([f"{p}: not a checkpoint (not a PyTorch zip archive; {p.stat().st_size} bytes)"])
     try:
         ck = torch.load(p, map_location=map_location, weights_only=True, mmap=True)
     except Exception as e:  # pickle, zip and torch errors all mean "unusable file"
@@ -36,6 +41,35 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
     if not isinstance(ck, dict) or "state_dict" not in ck:
         raise ConfigError([f"{p}: not a Lightning checkpoint (no state_dict)"])
     return ck
+
+
+def save_atomic(path: str | Path, data: bytes | memoryview) -> None:
+    """Write a file so that readers see the old one or the new one, never part of one: a temp file beside the
+    target (same filesystem: the rename is atomic), fsync, rename, fsync of the directory. A full disk raises
+    DiskFullError naming the file and the free space; the old file is untouched and the temp file removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a writer that was killed (kill -9)
+        stale.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # not *.ckpt: never taken for a checkpoint
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = shutil.disk_usage(path.parent).free
+            raise DiskFullError(f"disk full: cannot write {path} ({len(data) / 2**20:.1f} MB; {free / 2**20:.1f} MB "
+                                f"free on its filesystem); nothing was overwritten") from e
+        raise
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the rename itself survives a crash
+    finally:
+        os.close(fd)
 
 
 def is_intact(path: Path) -> bool:

@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.resources
+import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
+from yaml import MarkedYAMLError
 
 from vislab.core.errors import ConfigError
 
@@ -121,11 +125,20 @@ class LogConfig:
     group: str | None = None
     tags: list[str] = field(default_factory=list)
     mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    """'auto': online with an API key and a reachable server, else offline (said once, at the start);
+    'online': an error without them (unless `fallback_offline`); WANDB_MODE=offline|disabled wins."""
+    fallback_offline: bool = False
+    """With mode=online: log offline (with a warning) instead of failing when there is no key or no server."""
     log_checkpoints: bool = False
     """Upload the best checkpoint as a wandb artifact at the end of the run."""
     sample_keys: bool = False
     """Append the sample keys of every training batch to `<run_dir>/sample_keys/rank<R>.txt` (audits what a
     run read, e.g. across preemptions and restarts)."""
+    tensorboard: bool = True
+    """Also log to TensorBoard (`<run_dir>/tensorboard/`: the same scalars and figures as wandb, no server or
+    account needed): `tensorboard --logdir runs` shows every run side by side."""
+    heartbeat_s: float = 30.0
+    """Seconds between updates of `<run_dir>/heartbeat.json` (what `vislab runs` tells running from dead by)."""
 
 
 @dataclass
@@ -177,6 +190,10 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LogConfig = field(default_factory=LogConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    written_as: dict[str, str] = field(default_factory=dict)
+    """Set by loading, not by users: keys whose value is an interpolation (`${oc.env:TOKEN}`, `${data.root}`),
+    with the text as written. The run uses the resolved values; config.yaml, checkpoints and the wandb config
+    store this text instead (`to_dict`), so a secret read from the environment is never written anywhere."""
 
     # ----- derived values (logged with the run) -----
     @property
@@ -258,10 +275,16 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError([f"config file not found: {path}"])
     try:
         loaded = OmegaConf.load(path)
-    except Exception as e:  # yaml syntax errors come in several types
+    except MarkedYAMLError as e:  # scanner and parser errors carry the position of the problem
+        mark = e.problem_mark or e.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError([f"{path}: not valid YAML{where}: {e.problem or e.context}"]) from e
+    except Exception as e:  # other yaml errors (bad encoding, ...)
         raise ConfigError([f"{path}: not valid YAML: {str(e).splitlines()[0]}"]) from e
     if not isinstance(loaded, DictConfig):
         raise ConfigError([f"{path}: expected a mapping at the top level"])
+    if not loaded:
+        raise ConfigError([f"{path}: the config file is empty (a config names at least 'task:' and 'data.root:')"])
     return OmegaConf.to_container(loaded, resolve=False)  # type: ignore[return-value]
 
 
@@ -279,9 +302,19 @@ SchemaOf = Callable[[str, str], "tuple[type[RunConfig], Callable[[Any, str], lis
 """task name, source -> (the family's RunConfig subclass, its config checks); raises ConfigError if unknown."""
 
 
+def find_config(path: str | os.PathLike[str]) -> Path:
+    """A config file by path, else by the name of a shipped one ('classify/digits' or 'classify/digits.yaml':
+    package data `vislab/configs/`, so names work after a plain `pip install`); else the path as given."""
+    p = Path(path)
+    if p.exists() or p.is_absolute():
+        return p
+    shipped = importlib.resources.files("vislab").joinpath("configs", *p.with_suffix(".yaml").parts)
+    return Path(str(shipped)) if shipped.is_file() else p
+
+
 def task_of(path: str | os.PathLike[str], overrides: list[str] | None = None) -> str:
     """The `task:` a config file + overrides select (default classify), without validating anything else."""
-    return str(_parse_overrides(overrides or []).get("task", _read_yaml(Path(path)).get("task", "classify")))
+    return str(_parse_overrides(overrides or []).get("task", _read_yaml(find_config(path)).get("task", "classify")))
 
 
 def load_config(path: str | os.PathLike[str], overrides: list[str] | None, schema_of: SchemaOf, *,
@@ -291,7 +324,7 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None, schem
     Raises ConfigError listing every problem (unknown keys with the closest valid name, wrong types,
     missing required values, and the family's own checks: data paths, architecture names, ...).
     """
-    path = Path(path)
+    path = find_config(path)
     user = _read_yaml(path)
     over = _parse_overrides(overrides or [])
     schema_cls, family_check = schema_of(str(over.get("task", user.get("task", "classify"))), str(path))
@@ -301,15 +334,71 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None, schem
     if problems:
         raise ConfigError(problems)
     merged = OmegaConf.merge(schema, user, over)
+    written = interpolations(OmegaConf.to_container(merged, resolve=False))
+    overridden = set(_dotted_keys(over))
+    check_interpolations(merged, written, lambda key: "command line" if key in overridden else str(path))
     missing = sorted(k for k in OmegaConf.missing_keys(merged))
     if missing:
         raise ConfigError([f"{path}: required key '{k}' has no value (set it in the file or as {k}=...)" for k in missing])
-    cfg: RunConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    cfg = _to_object(merged, written, lambda key: "command line" if key in overridden else str(path))
     if check:
-        problems = check_common(cfg, str(path)) + family_check(cfg, str(path))
+        problems = blame_overrides(check_common(cfg, str(path)) + family_check(cfg, str(path)), str(path), overridden)
         if problems:
             raise ConfigError(problems)
     return cfg
+
+
+def interpolations(tree: Any, prefix: str = "") -> dict[str, str]:
+    """{dotted key: text} of every value written as an interpolation (`${...}`) in a plain container."""
+    out: dict[str, str] = {}
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
+    for k, v in items:
+        if isinstance(v, str) and "${" in v:
+            out[f"{prefix}{k}"] = v
+        else:
+            out.update(interpolations(v, f"{prefix}{k}."))
+    return out
+
+
+def check_interpolations(merged: DictConfig, written: dict[str, str], source_of: Callable[[str], str]) -> None:
+    """One line per interpolation that does not resolve (unset variable, self-reference, unknown key)."""
+    problems = []
+    for key, text in written.items():
+        try:
+            OmegaConf.select(merged, key, throw_on_resolution_failure=True)
+        except OmegaConfBaseException as e:
+            problems.append(f"{source_of(key)}: '{key}': cannot resolve {text!r}: {_first_line(e)}")
+    if problems:
+        raise ConfigError(problems)
+
+
+def _to_object(merged: DictConfig, written: dict[str, str], source_of: Callable[[str], str]) -> RunConfig:
+    """Plain dataclasses; a value an interpolation gave the wrong type is one line naming the key."""
+    try:
+        cfg: RunConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", "") or "?"
+        raise ConfigError([f"{source_of(key)}: '{key}': {_first_line(e)}"]) from e
+    cfg.written_as = written
+    return cfg
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+_QUOTED_KEY = re.compile(r"'([A-Za-z_]\w*(?:\.\w+)+)'")
+
+
+def blame_overrides(problems: list[str], path: str, overridden: set[str]) -> list[str]:
+    """Lines that name a key set on the command line blame the command line, not the file."""
+    out = []
+    for line in problems:
+        m = _QUOTED_KEY.search(line)
+        if m and line.startswith(f"{path}: ") and m.group(1) in overridden:
+            line = "command line: " + line[len(path) + 2:]
+        out.append(line)
+    return out
 
 
 def check_common(cfg: RunConfig, source: str) -> list[str]:
@@ -327,6 +416,7 @@ def check_common(cfg: RunConfig, source: str) -> list[str]:
         )
     if cfg.data.num_workers < 0:
         p.append(f"{source}: 'data.num_workers' must be >= 0")
+    p += [f"{source}: '{key}'={value} {rule}" for key, value, rule in _range_problems(cfg)]
     if t.max_epochs < 1 and t.max_steps < 1:
         p.append(f"{source}: set 'trainer.max_epochs' or 'trainer.max_steps' to a positive value")
     if cfg.optim.scheduler == "plateau" and cfg.optim.warmup_epochs > 0:
@@ -340,15 +430,76 @@ def check_common(cfg: RunConfig, source: str) -> list[str]:
     return p
 
 
+def _range_problems(cfg: RunConfig) -> list[tuple[str, Any, str]]:
+    """(key, value, rule) for every numeric setting outside its meaningful range."""
+    o, t, d, m = cfg.optim, cfg.trainer, cfg.data, cfg.model
+    rules: list[tuple[str, Any, bool, str]] = [
+        ("optim.lr", o.lr, o.lr > 0 and math.isfinite(o.lr), "must be a positive number"),
+        ("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, "must be >= 0"),
+        ("optim.momentum", o.momentum, 0 <= o.momentum < 1, "must be in [0, 1)"),
+        ("optim.betas", o.betas, len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "must be two values in [0, 1)"),
+        ("optim.warmup_epochs", o.warmup_epochs, o.warmup_epochs >= 0, "must be >= 0"),
+        ("optim.warmup_start_factor", o.warmup_start_factor, 0 < o.warmup_start_factor <= 1, "must be in (0, 1]"),
+        ("optim.min_lr_factor", o.min_lr_factor, 0 <= o.min_lr_factor <= 1, "must be in [0, 1]"),
+        ("optim.step_gamma", o.step_gamma, o.step_gamma > 0, "must be > 0"),
+        ("optim.plateau_factor", o.plateau_factor, 0 < o.plateau_factor < 1, "must be in (0, 1)"),
+        ("data.shuffle_buffer", d.shuffle_buffer, d.shuffle_buffer >= 0, "must be >= 0"),
+        ("data.eval_batch_size", d.eval_batch_size, d.eval_batch_size is None or d.eval_batch_size >= 1, "must be >= 1"),
+        ("data.limit_train_samples", d.limit_train_samples, d.limit_train_samples is None or d.limit_train_samples >= 1,
+         "must be >= 1"),
+        ("trainer.max_epochs", t.max_epochs, t.max_epochs >= -1, "must be >= -1 (-1: no limit)"),
+        ("trainer.max_steps", t.max_steps, t.max_steps >= -1, "must be >= -1 (-1: no limit)"),
+        ("trainer.accumulate_grad_batches", t.accumulate_grad_batches, t.accumulate_grad_batches >= 1, "must be >= 1"),
+        ("trainer.gradient_clip_val", t.gradient_clip_val, t.gradient_clip_val is None or t.gradient_clip_val > 0,
+         "must be > 0 (or null: no clipping)"),
+        ("trainer.ema_decay", t.ema_decay, t.ema_decay is None or 0 < t.ema_decay < 1, "must be in (0, 1) (or null: no EMA)"),
+        ("trainer.check_val_every_n_epoch", t.check_val_every_n_epoch, t.check_val_every_n_epoch >= 1, "must be >= 1"),
+        ("trainer.log_every_n_steps", t.log_every_n_steps, t.log_every_n_steps >= 1, "must be >= 1"),
+        ("trainer.save_top_k", t.save_top_k, t.save_top_k >= -1, "must be >= -1 (-1: keep all)"),
+        ("trainer.early_stopping_patience", t.early_stopping_patience,
+         t.early_stopping_patience is None or t.early_stopping_patience >= 1, "must be >= 1 (or null: never stop early)"),
+        ("trainer.ddp_timeout_s", t.ddp_timeout_s, t.ddp_timeout_s > 0, "must be > 0"),
+    ]
+    # family fields several schemas share (image statistics, label smoothing)
+    std = getattr(d, "std", None)
+    if std is not None:
+        rules.append(("data.std", std, all(s > 0 and math.isfinite(s) for s in std), "must be positive (it divides the pixels)"))
+    smoothing = getattr(m, "label_smoothing", None)
+    if smoothing is not None:
+        rules.append(("model.label_smoothing", smoothing, 0 <= smoothing < 1, "must be in [0, 1)"))
+    return [(key, value, rule) for key, value, ok, rule in rules if not ok]
+
+
 def to_yaml(cfg: RunConfig) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    return OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg)))
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
-    return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]
+    """The config as plain data, interpolations as written (`${oc.env:TOKEN}`, never the token itself)."""
+    out: dict[str, Any] = OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[assignment]
+    for key, text in out.pop("written_as", {}).items():
+        *parents, last = key.split(".")
+        node: Any = out
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        if isinstance(node, list):
+            node[int(last)] = text
+        else:
+            node[last] = text
+    return out
 
 
 def from_dict(data: dict[str, Any], schema: type[RunConfig]) -> RunConfig:
-    """Rebuild a RunConfig saved with a run or a checkpoint (no path checks: it already ran)."""
+    """Rebuild a RunConfig saved with a run or a checkpoint (no path checks: it already ran). Interpolations
+    are resolved again; one that cannot be here (a variable of another machine) keeps its text."""
+    data = {k: v for k, v in data.items() if k != "written_as"}
+    written = interpolations(data)
     merged = OmegaConf.merge(OmegaConf.structured(schema), data)
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    for key in written:
+        try:
+            OmegaConf.select(merged, key, throw_on_resolution_failure=True)
+        except InterpolationResolutionError:
+            OmegaConf.update(merged, key, written[key].replace("${", "\\${"), merge=False)
+    cfg: RunConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    cfg.written_as = written
+    return cfg

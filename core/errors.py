@@ -10,6 +10,14 @@ class ConfigError(ValueError):
         self.problems = problems
         super().__init__("\n".join(problems))
 
+    def __reduce__(self) -> tuple[type, tuple[list[str]]]:  # raised in a worker process, re-raised in the parent
+        return (type(self), (self.problems,))
+
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/Inf: every rank stops at the same step; the message names it and the last good checkpoint."""
+
+
+class DiskFullError(RuntimeError):
+    """A file could not be written for lack of space; the message names it and the free space, and the file it
+    would have replaced is intact."""

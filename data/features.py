@@ -20,18 +20,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vislab.data.manifest import MANIFEST, ShardError, check_shard_set, sha256_file, split_dirs
+from vislab.core.progress import Progress
+from vislab.data.manifest import MANIFEST, ShardError, check_shard_set, sha256_file, split_dirs, unreadable
 from vislab.data.pipeline import _SkipStats, read_shard
 from vislab.data.shards import write_shard_set
 
 FEATURE_FORMAT = 1
 COMPLETE = "complete.json"
+CHUNK = 256
+"""Samples per `compute` call (a multiple of the usual batch sizes): the progress lines' granularity."""
 Compute = Callable[[list[dict[str, Any]], str], list[dict[str, Any]]]  # (raw samples of a shard, split)
 
 
 def cache_dir(cache_root: str | Path, input_root: str | Path, spec: dict[str, Any]) -> Path:
     """`<cache_root>/<key>`: the key covers `spec` and the input shard manifests."""
-    manifests = {s: sha256_file(Path(d) / MANIFEST) for s, d in split_dirs(input_root).items()}
+    try:
+        manifests = {s: sha256_file(Path(d) / MANIFEST) for s, d in split_dirs(input_root).items()}
+    except PermissionError as e:
+        raise ShardError(unreadable(Path(e.filename), e)) from e
     blob = json.dumps({"format": FEATURE_FORMAT, "spec": spec, "manifests": manifests}, sort_keys=True)
     return Path(cache_root) / hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -46,6 +52,8 @@ class ShardFeatures:
     counts: list[int]
     compute: Compute
     split: str
+    progress: Callable[[int], None] | None = None
+    """Called with the number of samples computed, every CHUNK samples (the extraction's progress)."""
     _shard: int = -1
     _samples: list[dict[str, Any]] = field(default_factory=list)
 
@@ -53,7 +61,11 @@ class ShardFeatures:
         index, _, j = item
         if index != self._shard:
             raw = list(read_shard(self.urls[index], self.counts[index], "raise", _SkipStats()))
-            self._samples = self.compute(raw, self.split)
+            self._samples = []
+            for c in range(0, len(raw), CHUNK):  # the samples are independent: chunks only pace the progress
+                self._samples += self.compute(raw[c:c + CHUNK], self.split)
+                if self.progress is not None:
+                    self.progress(len(raw[c:c + CHUNK]))
             if len(self._samples) != len(raw):
                 raise ShardError(f"feature computation returned {len(self._samples)} samples for {len(raw)} in {self.urls[index]}")
             self._shard = index
@@ -67,9 +79,14 @@ def extract_features(input_root: str | Path, out: Path, compute: Compute, spec: 
     for split, d in split_dirs(input_root).items():
         m = check_shard_set(d)
         plans = [[(i, s.sha256[:16], j) for j in range(s.count)] for i, s in enumerate(m.shards)]
-        encode = ShardFeatures(m.urls(d), [s.count for s in m.shards], compute, split)
-        write_shard_set(out / split, plans, encode, workers=1, source=str(Path(d).resolve()),
-                        meta={**m.meta, "features": spec}, split=split, log=log)
+        with Progress(m.num_samples, f"features {split}", "samples") as bar:
+            encode = ShardFeatures(m.urls(d), [s.count for s in m.shards], compute, split, progress=bar.update)
+            try:
+                write_shard_set(out / split, plans, encode, workers=1, source=str(Path(d).resolve()),
+                                meta={**m.meta, "features": spec}, split=split, log=log, progress=False)
+            except PermissionError as e:
+                raise ShardError(f"feature cache {out}: cannot write {e.filename} ({e.strerror}): another user's "
+                                 f"incomplete cache? set model.feature_cache to a folder of yours") from e
     (out / COMPLETE).write_text(json.dumps({"spec": spec, "seconds": round(time.time() - t0, 1)}, indent=1))
     return out
 

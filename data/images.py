@@ -53,10 +53,13 @@ def image_bytes(sample: dict[str, Any]) -> bytes:
 def decode_bytes(data: bytes, grayscale: bool = False, where: str = "") -> torch.Tensor:
     """(C, H, W) uint8 tensor from encoded image bytes (libjpeg-turbo / libpng via torchvision.io)."""
     try:
-        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                            mode=ImageReadMode.GRAY if grayscale else ImageReadMode.RGB)
+        image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                             mode=ImageReadMode.GRAY if grayscale else ImageReadMode.RGB)
     except RuntimeError as e:
         raise ShardError(f"cannot decode image {where}: {e}") from e
+    if image.dtype == torch.uint16:  # 16-bit PNGs (shards written before the importer made them 8-bit)
+        image = (image.to(torch.int32) >> 8).to(torch.uint8)
+    return image
 
 
 @dataclass

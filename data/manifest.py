@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,12 +53,16 @@ class Manifest:
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> Manifest:
         path = Path(directory) / MANIFEST
+        if Path(directory).is_dir() and not os.access(directory, os.R_OK | os.X_OK):
+            raise ShardError(unreadable(Path(directory)))
         if not path.is_file():
             raise ShardError(f"no {MANIFEST} in {directory}: not a shard set (write one with `vislab shard`)")
         try:
             raw = json.loads(path.read_text())
             raw["shards"] = [ShardInfo(**s) for s in raw["shards"]]
             return cls(**raw)
+        except PermissionError as e:
+            raise ShardError(unreadable(path, e)) from e
         except (ValueError, TypeError, KeyError) as e:
             raise ShardError(f"{path}: unreadable manifest ({e})") from e
 
@@ -65,10 +70,49 @@ class Manifest:
         return [str(Path(directory) / s.name) for s in self.shards]
 
 
+def current_umask() -> int:
+    """The process's umask (read from /proc where it can be, so no thread ever sees a umask of 0)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def unreadable(path: Path, error: OSError | None = None) -> str:
+    """One line for a file or folder another user wrote that this user may not read (a shared /data)."""
+    folder = path if path.is_dir() else path.parent
+    why = error.strerror if error is not None and error.strerror else "Permission denied"
+    return (f"{path}: {why.lower()} for user {_user(os.getuid())} (owner: {_user(_owner(path))}); ask the owner "
+            f"to run `chmod -R a+rX {folder}` (vislab writes shard sets as readable as the writer's umask allows)")
+
+
+def _owner(path: Path) -> int:
+    try:
+        return path.stat().st_uid
+    except OSError:
+        return -1
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError):
+        return f"uid {uid}"
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temp file + rename so a crash never leaves half a file."""
+    """Write through a temp file + rename so a crash never leaves half a file.
+
+    The file gets the mode a plain `open()` would give it (0o666 minus the umask; mkstemp's is 0600), so a
+    shard set written into a shared folder is readable by everyone the writer's umask allows."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~current_umask())
     with os.fdopen(fd, "w") as f:
         f.write(text)
         f.flush()
@@ -85,7 +129,8 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 
 
 def check_shard_set(directory: str | os.PathLike[str]) -> Manifest:
-    """Cheap check before training: manifest readable, every shard present with the promised size."""
+    """Cheap check before training: manifest readable, every shard present with the promised size and
+    readable by this user."""
     m = Manifest.load(directory)
     for s in m.shards:
         p = Path(directory) / s.name
@@ -94,6 +139,8 @@ def check_shard_set(directory: str | os.PathLike[str]) -> Manifest:
         size = p.stat().st_size
         if size != s.bytes:
             raise ShardError(f"shard {p} is {size} bytes, manifest says {s.bytes}: truncated or rewritten")
+        if not os.access(p, os.R_OK):
+            raise ShardError(unreadable(p))
     return m
 
 

@@ -16,10 +16,12 @@ Families plug in a `decode(sample) -> dict` (raw tar fields -> tensors); the rea
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import math
 import random
+import signal
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -66,6 +68,19 @@ def read_shard(url: str, expected: int, on_error: str, stats: _SkipStats) -> Ite
             raise ShardError(msg) from e
         warnings.warn(f"{msg}; skipping {max(0, expected - n)} samples (data.on_error=skip)", stacklevel=2)
         stats.skipped += max(0, expected - n)
+
+
+def decoded(samples: Iterator[Sample], decode: Decode, on_error: str, stats: _SkipStats) -> Iterator[Sample]:
+    """`decode` of every sample; a sample that cannot be decoded (ShardError: a corrupt image, a bad array)
+    raises, or with on_error='skip' is dropped with a warning and counted like a lost shard's samples."""
+    for s in samples:
+        try:
+            yield decode(s)
+        except ShardError as e:
+            if on_error == "raise":
+                raise
+            warnings.warn(f"{e}; skipping the sample (data.on_error=skip)", stacklevel=2)
+            stats.skipped += 1
 
 
 def _load_npy(data: bytes) -> Any:
@@ -159,14 +174,13 @@ class TrainStream(IterableDataset):
         raw = self.raw_samples(logical)
         for _ in range(done * self.batch_size):  # fast-forward: no decoding
             next(raw)
-        decoded = (self.decode(s) for s in raw)
-        batches = _batches(decoded, self.batch_size, self.collate, self.stats, partial=False)
+        batches = _batches(decoded(raw, self.decode, self.on_error, self.stats), self.batch_size, self.collate, self.stats,
+                           partial=False)
         for b in range(done, done + todo):
             # augmentation draws depend only on (seed, epoch, rank, batch j = logical + b * W), so a resumed
             # epoch gets the crops an uninterrupted one would have got; the caller's RNG is left untouched
             seed = random.Random(f"vislab/augment/{self.seed}/{self.epoch}/{self.rank}/{logical + b * num_workers}")
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed.getrandbits(63))
+            with seeded(seed.getrandbits(63)):
                 batch = next(batches)
             yield batch
 
@@ -204,11 +218,42 @@ class EvalStream(IterableDataset):
                 index += 1
 
     def __iter__(self) -> Iterator[Any]:
-        return _batches((self.decode(s) for s in self._mine()), self.batch_size, self.collate, self.stats, partial=True)
+        return _batches(decoded(self._mine(), self.decode, self.on_error, self.stats), self.batch_size, self.collate,
+                        self.stats, partial=True)
 
 
-def loader_kwargs(num_workers: int, pin_memory: bool) -> dict[str, Any]:
-    kw: dict[str, Any] = {"batch_size": None, "num_workers": num_workers, "pin_memory": pin_memory}
+def ignore_stop_signals(worker_id: int) -> None:
+    """Ctrl-C reaches every process of the terminal's group, Slurm's SIGTERM / SIGUSR1 every process of the
+    job step: the training process decides what they mean (a checkpoint at the next step, which needs the
+    next batches), so its loader workers must not die of them first. They end with the training process."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """torch, Python and numpy random draws inside come from `seed`; the global states outside are untouched
+    (a decoder may use any of the three, in a worker or, with num_workers=0, in the training process)."""
+    python, numpy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            random.setstate(python)
+            np.random.set_state(numpy)
+
+
+def loader_kwargs(num_workers: int, pin_memory: bool, seed: str = "eval") -> dict[str, Any]:
+    # the loader's own generator seeds its workers: without it, every iter() draws from the process's global
+    # torch RNG, and a resumed run (fewer iter() calls) would see other dropout masks than an uninterrupted one
+    generator = torch.Generator().manual_seed(random.Random(f"vislab/loader/{seed}").getrandbits(63))
+    kw: dict[str, Any] = {"batch_size": None, "num_workers": num_workers, "pin_memory": pin_memory,
+                          "generator": generator}
+    if num_workers > 0:
+        kw["worker_init_fn"] = ignore_stop_signals
     if num_workers > 0:
         kw["prefetch_factor"] = 4
     return kw
@@ -258,7 +303,8 @@ class StreamLoader:
         # until `set_epoch` moves to the next epoch.
         stream = dataclasses.replace(self.stream)
         self.consumed = stream.skip_batches
-        yield from DataLoader(stream, **loader_kwargs(self.num_workers, self.pin_memory))
+        seed = f"{stream.seed}/{stream.epoch}/{stream.rank}"
+        yield from DataLoader(stream, **loader_kwargs(self.num_workers, self.pin_memory, seed))
 
 
 def epoch_batches(num_samples: int, world_size: int, batch_size: int) -> int:

@@ -1,6 +1,7 @@
-"""One backbone interface for every pretrained network: torchvision classifiers and EfficientNet-Lite0.
+"""One backbone interface for every pretrained network: timm's, torchvision classifiers and EfficientNet-Lite0.
 
-A `Backbone` splits a classification network the way timm does:
+A `Backbone` splits a classification network the way timm does (a timm network, `timm/<name>`, already has
+this interface: `TimmBackbone` delegates to it; torchvision's and Lite0 are cut by their `Layout`):
 
     fmap = backbone.forward_features(x)                  # (B, C, h, w), the last feature map
     emb = backbone.forward_head(fmap, pre_logits=True)   # (B, num_features), what a linear probe sees
@@ -17,6 +18,7 @@ from `vislab.models.pretrained`; `load_backbone(path_or_name)` is the entry poin
     from vislab.models.backbones import load_backbone
     bb = load_backbone("efficientnet_lite0")                  # offline ImageNet weights
     bb = load_backbone("ResNet50_Weights.IMAGENET1K_V2")       # torchvision (hub cache or download)
+    bb = load_backbone("timm/convnext_tiny")                  # timm (Hugging Face hub cache or download)
     bb = load_backbone("exports/my-run-backbone")              # `vislab export RUN --backbone-only`
     bb = load_backbone("weights.safetensors", arch="resnet18", key_map={"module.": ""})
     bb.meta.mean, bb.meta.std, bb.meta.input_size, bb.meta.class_names, bb.meta.provenance
@@ -24,6 +26,7 @@ from `vislab.models.pretrained`; `load_backbone(path_or_name)` is the entry poin
 
 from __future__ import annotations
 
+import copy
 import difflib
 import warnings
 from collections.abc import Sequence
@@ -32,10 +35,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from efficientnet_lite_pytorch import EfficientNet
+from efficientnet_lite_pytorch.model import MBConvBlock
 from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+from torchvision.ops import StochasticDepth
 
-from vislab.models.pretrained import WeightsMeta
-from vislab.models.registry import register_builder, register_model
+from vislab.models.pretrained import WeightsMeta, arch_of_source, load_network
+from vislab.models.registry import (
+    create_model,
+    is_timm,
+    register_builder,
+    register_model,
+    unknown_model_message,
+)
 
 LITE0 = "efficientnet_lite0"
 
@@ -79,10 +92,8 @@ def layout_of(arch: str) -> Layout:
 
 def check_arch(arch: str) -> str | None:
     """None if `arch` can be a backbone, else a one-line reason (unknown name or unsupported family)."""
-    from vislab.models.registry import unknown_model_message
-
     msg = unknown_model_message(arch)
-    if msg:
+    if msg or is_timm(arch):  # every timm network splits into features and head by itself
         return msg
     try:
         layout_of(arch)
@@ -94,8 +105,6 @@ def check_arch(arch: str) -> str | None:
 @register_model(LITE0)
 def efficientnet_lite0(num_classes: int, in_channels: int = 3, dropout: float | None = None) -> nn.Module:
     """EfficientNet-Lite0 (Tan & Le 2019; no squeeze-excitation, ReLU6) from `efficientnet-lite-pytorch`."""
-    from efficientnet_lite_pytorch import EfficientNet
-
     if in_channels != 3:
         raise ValueError(f"{LITE0} takes 3 input channels, not {in_channels}")
     # Static TF-'SAME' padding computed for 224 px: identical to dynamic SAME padding for every input
@@ -104,33 +113,21 @@ def efficientnet_lite0(num_classes: int, in_channels: int = 3, dropout: float | 
     return EfficientNet.from_name("efficientnet-lite0", num_classes=num_classes, **extra)
 
 
-def create_network(arch: str, num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
-    """The original classification network, freshly initialised (weights: `vislab.models.pretrained`)."""
-    from vislab.models.registry import create_model
-
-    return create_model(arch, num_classes=num_classes, in_channels=in_channels)
-
-
-def _leaf_modules() -> list[type]:
-    """Modules whose forward branches on `self.training`: traced as leaves, so one graph serves both modes."""
-    from efficientnet_lite_pytorch.model import MBConvBlock  # drop-connect: `if not training: return x`
-    from torchvision.ops import StochasticDepth
-
-    return [MBConvBlock, StochasticDepth]
+LEAF_MODULES = [MBConvBlock, StochasticDepth]
+"""Modules whose forward branches on `self.training` (MBConvBlock's drop-connect: `if not training: return x`):
+traced as leaves, so one graph serves both modes."""
 
 
 def _extractor(net: nn.Module, nodes: dict[str, str]) -> torch.fx.GraphModule:
     """`create_feature_extractor` as ONE plain GraphModule (deep-copies and pickles like any module)."""
-    from torchvision.models.feature_extraction import create_feature_extractor
-
     with warnings.catch_warnings():  # "eval nodes are a subsequence of train nodes": checked below
         warnings.simplefilter("ignore", UserWarning)
-        dual = create_feature_extractor(net, return_nodes=nodes, tracer_kwargs={"leaf_modules": _leaf_modules()})
+        dual = create_feature_extractor(net, return_nodes=nodes, tracer_kwargs={"leaf_modules": LEAF_MODULES})
     train_ops = [n.target for n in dual.train_graph.nodes]
     eval_ops = [n.target for n in dual.eval_graph.nodes]
     if train_ops != eval_ops:
         raise ValueError(f"{type(net).__name__}: training and evaluation graphs differ; add the module that "
-                         f"branches on self.training to _leaf_modules() in {__name__}")
+                         f"branches on self.training to LEAF_MODULES in {__name__}")
     return torch.fx.GraphModule(dual, dual.eval_graph)
 
 
@@ -185,12 +182,10 @@ class Backbone(nn.Module):
     def layer_names(self) -> list[str]:
         """FX node names of the trunk, input to output: the valid `feature_extractor` layers (module names
         such as 'layer3' or '_blocks.10' also work: they mean the module's output)."""
-        from torchvision.models.feature_extraction import get_graph_node_names
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            tracer = {"leaf_modules": _leaf_modules()}
-            names = get_graph_node_names(create_network(self.arch), tracer_kwargs=tracer)[1]
+            tracer = {"leaf_modules": LEAF_MODULES}
+            names = get_graph_node_names(create_model(self.arch, num_classes=1000), tracer_kwargs=tracer)[1]
         node = layout_of(self.arch).feature_node
         last = max(i for i, n in enumerate(names) if n == node or n.startswith(node + "."))
         return names[: last + 1]
@@ -204,7 +199,7 @@ class Backbone(nn.Module):
             close = difflib.get_close_matches(bad[0], names, n=3)
             raise ValueError(f"{self.arch}: unknown layer '{bad[0]}' (closest: {close}; "
                              f"Backbone.layer_names() lists all {len(names)})")
-        net = create_network(self.arch, num_classes=max(1, self.num_classes))
+        net = create_model(self.arch, num_classes=max(1, self.num_classes))
         # the trunk keeps the original parameter names, so its state dict fits the rebuilt network
         result = net.load_state_dict(self.body.state_dict(), strict=False)
         if result.unexpected_keys:
@@ -246,12 +241,82 @@ class FeatureExtractor(nn.Module):
         return [out[layer] for layer in self.layers]  # each (B, C_l, H / stride_l, W / stride_l)
 
 
+class TimmBackbone(Backbone):
+    """A timm network (`timm/<name>`): its own `forward_features` / `forward_head(pre_logits=True)`, its
+    feature pyramid from `feature_info` and `forward_intermediates`; only the classifier is split off.
+
+    `body` is the timm network with `reset_classifier(0)` (its pooling and pre-logit layers stay inside it,
+    so a probe's frozen `body` includes them); `classifier` is the original head's nn.Linear."""
+
+    def __init__(self, arch: str, net: nn.Module, meta: WeightsMeta | None = None):
+        nn.Module.__init__(self)
+        self.arch = arch
+        self.meta = meta or WeightsMeta()
+        classifier = net.get_classifier()  # type: ignore[operator]
+        net.reset_classifier(0)  # type: ignore[operator]
+        self.body = net
+        self.pool = nn.Identity()
+        self.pre_logits = nn.Identity()
+        self.classifier = classifier if isinstance(classifier, nn.Linear) else nn.Identity()
+        self.num_features = int(getattr(net, "head_hidden_size", None) or net.num_features)  # type: ignore[arg-type]
+        self.flatten_first = False
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body.forward_features(x)  # type: ignore[operator]
+
+    def forward_head(self, fmap: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.body.forward_head(fmap, pre_logits=True)  # type: ignore[operator]  # (B, num_features)
+        return x if pre_logits else self.classifier(x)
+
+    def layer_names(self) -> list[str]:
+        """timm's feature pyramid, input to output (`feature_info`: e.g. 'layer1'..'layer4', 'stages.0'..)."""
+        return [str(f["module"]) for f in self.body.feature_info]  # type: ignore[union-attr]
+
+    def feature_extractor(self, layers: Sequence[str], frozen: bool = True,
+                          input_size: int | None = None) -> FeatureExtractor:
+        names = self.layer_names()
+        bad = [layer for layer in layers if layer not in names]
+        if bad:
+            close = difflib.get_close_matches(bad[0], names, n=3)
+            raise ValueError(f"{self.arch}: unknown layer '{bad[0]}' (closest: {close}; timm's feature_info "
+                             f"has {', '.join(names)})")
+        return TimmFeatureExtractor(copy.deepcopy(self.body), list(layers), frozen=frozen)
+
+
+class TimmFeatureExtractor(FeatureExtractor):
+    """Several levels of timm's feature pyramid at once (`forward_intermediates`), channels and strides
+    from `feature_info` (no probing pass)."""
+
+    def __init__(self, net: nn.Module, layers: list[str], frozen: bool = True):
+        nn.Module.__init__(self)
+        info = {str(f["module"]): (i, f) for i, f in enumerate(net.feature_info)}  # type: ignore[union-attr]
+        self.layers = layers
+        self.frozen = frozen
+        self.indices = sorted({info[layer][0] for layer in layers})
+        self.body = net
+        if frozen:
+            self.body.requires_grad_(False)
+        self.channels = {layer: int(info[layer][1]["num_chs"]) for layer in layers}
+        self.strides = {layer: int(info[layer][1]["reduction"]) for layer in layers}
+        self._at = {layer: self.indices.index(info[layer][0]) for layer in layers}
+        self.train(self.training)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = self.body.forward_intermediates(x, indices=self.indices, intermediates_only=True)  # type: ignore[operator]
+        return [out[self._at[layer]] for layer in self.layers]  # each (B, C_l, H / stride_l, W / stride_l)
+
+
+def make_backbone(arch: str, net: nn.Module, meta: WeightsMeta | None = None) -> Backbone:
+    """The backbone of a freshly built or loaded network: timm's own interface, or cut by its layout."""
+    return TimmBackbone(arch, net, meta) if is_timm(arch) else Backbone(arch, net, meta)
+
+
 # ---------------------------------------------------------------------------------------- constructors
 @register_builder("backbone", lambda: ({"name": "efficientnet_lite0", "num_classes": 0},
                                        (torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)),)))
 def build_backbone(name: str, num_classes: int = 0, in_channels: int = 3) -> Backbone:
     """A randomly initialised backbone (the export `spec` builder; weights are loaded afterwards)."""
-    backbone = Backbone(name, create_network(name, num_classes=max(1, num_classes), in_channels=in_channels))
+    backbone = make_backbone(name, create_model(name, num_classes=max(1, num_classes), in_channels=in_channels))
     if num_classes == 0:
         backbone.reset_classifier(0)
     return backbone
@@ -261,11 +326,9 @@ def pretrained_backbone(name: str, weights: str | None, *, num_classes: int | No
                         key_map: dict[str, str] | None = None, download: bool = True) -> Backbone:
     """`name` with `weights` (see `vislab.models.pretrained.load_network`); a new head if `num_classes`
     differs from the weights' (0 = no head), the pretrained head otherwise."""
-    from vislab.models.pretrained import load_network
-
     net, meta = load_network(name, weights, key_map=key_map or {}, download=download,
                              keep_classifier=num_classes is None)
-    backbone = net if isinstance(net, Backbone) else Backbone(name, net)
+    backbone = net if isinstance(net, Backbone) else make_backbone(name, net)
     backbone.meta = meta
     if num_classes is not None and num_classes != backbone.num_classes:
         backbone.reset_classifier(num_classes)
@@ -285,9 +348,7 @@ def load_backbone(source: str | Path, *, arch: str | None = None, key_map: dict[
                   num_classes: int | None = None, download: bool = True) -> Backbone:
     """A pretrained backbone from one string: an export directory, a weights file (with `arch`), a
     torchvision weights enum name ('ResNet50_Weights.IMAGENET1K_V2'), or an architecture name (its default
-    weights: 'efficientnet_lite0', 'resnet50'). `num_classes=None` keeps the pretrained head."""
-    from vislab.models.pretrained import arch_of_source
-
+    weights: 'efficientnet_lite0', 'resnet50', 'timm/convnext_tiny'). `num_classes=None` keeps the pretrained head."""
     name, weights = arch_of_source(str(source), arch)
     return pretrained_backbone(name, weights, num_classes=num_classes, key_map=key_map, download=download)
 

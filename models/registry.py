@@ -2,6 +2,7 @@
 
 Every torchvision classification architecture (AlexNet, VGG, ResNet, GoogLeNet, Inception-v3,
 EfficientNet, ConvNeXt, ...) is available under its torchvision name through `torchvision.models.get_model`;
+every timm architecture as `timm/<name>` (`timm/convnext_tiny`) through `timm.create_model`;
 vislab's own networks register with `@register_model`. An unknown name lists the closest valid names.
 
 Exports rebuild their network from a *builder* named in model.json (`{"builder": "spike_cnn", "kwargs": ...}`):
@@ -20,6 +21,19 @@ from torch import nn
 
 ModelFn = Callable[..., nn.Module]
 _OWN: dict[str, ModelFn] = {}
+TIMM = "timm/"
+"""Prefix of timm architectures: `timm/convnext_tiny` (a pretrained tag may follow: `timm/convnext_tiny.fb_in1k`)."""
+
+
+def is_timm(name: str) -> bool:
+    return name.startswith(TIMM)
+
+
+@lru_cache(maxsize=1)
+def timm_names() -> tuple[str, ...]:
+    import timm  # timm: slow to import, only for timm/ names
+
+    return tuple(TIMM + n for n in timm.list_models())
 
 
 def register_model(name: str) -> Callable[[ModelFn], ModelFn]:
@@ -94,6 +108,14 @@ def list_models() -> list[str]:
 
 def unknown_model_message(name: str) -> str | None:
     """None if `name` exists, else a one-line explanation with the closest valid names."""
+    if is_timm(name):
+        names = list(timm_names())
+        name = name.split(".")[0]  # timm/<arch>.<pretrained tag>: the tag is checked with the weights
+        if name in names:
+            return None
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else "see `vislab models timm/`"
+        return f"unknown timm architecture '{name}': {hint}"
     names = list_models()
     if name in names:
         return None
@@ -123,6 +145,11 @@ def create_model(name: str, *, num_classes: int, in_channels: int = 3, **kwargs:
         raise ValueError(msg)
     if name in _OWN:
         return _OWN[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
+    if is_timm(name):
+        import timm  # timm: slow to import, only for timm/ names
+
+        return timm.create_model(name[len(TIMM):], pretrained=False, num_classes=num_classes, in_chans=in_channels,
+                                 **kwargs)
     if in_channels != 3:
         raise ValueError(f"torchvision's '{name}' takes 3 input channels, not {in_channels}")
     import torchvision.models as tvm  # torch: kept off the CLI's start-up path

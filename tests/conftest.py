@@ -47,6 +47,16 @@ def run_cli(args: list[str], *, cwd: Path, timeout: float = 600, env: dict[str, 
     return result
 
 
+def start_cli(args: list[str], *, cwd: Path, stderr: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start `vislab ARGS` in a fresh process group (signal or kill it with `os.killpg(proc.pid, ...)`, as a
+    terminal or Slurm would), its stderr going to a file the test can watch."""
+    full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("VISLAB_RUN_DIR", None)
+    with open(stderr, "wb") as err:
+        return subprocess.Popen([sys.executable, "-m", "vislab.train.cli", *args], cwd=cwd, env=full_env,
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+
+
 @pytest.fixture(scope="session")
 def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo's data: scikit-learn digits as shards with train/val/test (made once per session)."""

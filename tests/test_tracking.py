@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from vislab.core.config import RunConfig
+from vislab.core.errors import ConfigError
 from vislab.train.tracking import resolve_mode, wandb_id
 
 
@@ -42,3 +43,16 @@ def test_explicit_choices_win(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_wandb_id_is_created_once(tmp_path: Path) -> None:
     first = wandb_id(tmp_path)
     assert len(first) == 12 and wandb_id(tmp_path) == first
+
+
+def test_online_without_a_server_is_an_error_unless_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens: decided in < 3 s, no hang
+    cfg = RunConfig()
+    cfg.logger.mode = "online"
+    with pytest.raises(ConfigError, match="'logger.mode'=online: wandb server unreachable"):
+        resolve_mode(cfg)
+    cfg.logger.fallback_offline = True
+    with pytest.warns(UserWarning, match="logging OFFLINE"):
+        assert resolve_mode(cfg) == ("offline", "wandb server unreachable")

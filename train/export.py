@@ -11,6 +11,11 @@ loadable by path with `vislab.models.backbones.load_backbone(DIR)` (transfer con
 DIR`; the V1 pretrained core); `--with-head` keeps the classifier and its class names. model.json keeps the
 provenance chain: this run first, then the runs its backbone came from. `--wandb` logs the export as a
 wandb artifact (offline without a server) with the metrics and verification as metadata.
+
+`--out` must be a new or empty directory, so that an export never mixes with another model's files;
+`--force` replaces a previous export there (it removes only the files an export writes, and refuses a
+folder holding anything else). model.json ends with the sha256 of every file and of its own entries
+(`vislab.models.exported`: checked on every load).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 import time
 import warnings
 from collections.abc import Sequence
@@ -34,7 +40,10 @@ from vislab.core.errors import ConfigError
 from vislab.models.backbones import Backbone
 from vislab.models.exported import (
     FILES,
+    FORMAT,
+    INTEGRITY,
     MODEL_JSON,
+    integrity,
     load_exported,
     load_torchscript,
     network_from_checkpoint,
@@ -148,12 +157,36 @@ def family_spec(config: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     return get_family(str(config.get("task", "classify")), source="checkpoint").runtime().model_spec(from_dict(config), meta)
 
 
+EXPORT_FILES = {MODEL_JSON, *FILES.values(), "model.onnx.data", "wandb"}
+"""What an export directory may hold (`--force` removes these and nothing else)."""
+
+
+def prepare_out(out: Path, force: bool) -> None:
+    """`out` is a new or empty directory; with `force`, a previous export there is removed first."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError([f"--out {out} is a file; name a new or empty directory for the export"])
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not entries:
+        return
+    listed = ", ".join(entries[:5]) + (" ..." if len(entries) > 5 else "")
+    foreign = [e for e in entries if e not in EXPORT_FILES]
+    if foreign:
+        raise ConfigError([f"--out {out} is not empty and not an export ({listed}); name a new or empty directory"])
+    if not force:
+        raise ConfigError([f"--out {out} already holds an export ({listed}); name a new directory, or add --force "
+                           "to replace it (its files would otherwise mix with this model's)"])
+    for name in entries:
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def export_run(source: Path, out: Path, formats: Sequence[Format] = ("safetensors",), *, backbone_only: bool = False,
-               with_head: bool = False, wandb: bool = False) -> Path:
+               with_head: bool = False, wandb: bool = False, force: bool = False) -> Path:
     if with_head and not backbone_only:
         raise ConfigError(["--with-head goes with --backbone-only (the full model always has its head)"])
     if not source.exists():
         raise ConfigError([f"export source not found: {source}"])
+    prepare_out(out, force)
     ck = network_from_checkpoint(source, family_spec)
     cfg, meta, spec, model, ckpt_path, summary = from_dict(ck.config), ck.meta, ck.spec, ck.model, ck.path, ck.summary
     task_info = get_family(cfg.task).runtime().export_info(cfg, meta)
@@ -163,11 +196,12 @@ def export_run(source: Path, out: Path, formats: Sequence[Format] = ("safetensor
                           "class_names": task_info.get("class_names") if with_head else None})
     run = summary.get("run_dir", str(source))
     info: dict[str, Any] = {
-        "format": "vislab-export/2",
+        "format": FORMAT,
         "kind": ("backbone+head" if with_head else "backbone") if backbone_only else "model",
         "task": cfg.task,
         "spec": spec,
-        "weights": FILES["safetensors"] if "safetensors" in formats else FILES["state_dict"],
+        # the weights file load_exported reads: only one this export writes (none for onnx/torchscript only)
+        "weights": next((FILES[f] for f in ("safetensors", "state_dict") if f in formats), None),
         **task_info,
         "metrics": summary.get("test_metrics", {}),
         "checkpoint": str(ckpt_path),
@@ -184,13 +218,20 @@ def export_run(source: Path, out: Path, formats: Sequence[Format] = ("safetensor
     out.mkdir(parents=True, exist_ok=True)
     (out / MODEL_JSON).write_text(json.dumps(info, indent=1))  # the weights formats reload through it
     info["files"] = {fmt: write_format(fmt, model, out, batch[:2]) for fmt in formats}
-    (out / MODEL_JSON).write_text(json.dumps(info, indent=1))
+    write_info(out, info)  # with its hashes: the verification below loads through the same checks as users
     info["verification"] = verify_formats(model, out, batch, formats)
     info["max_abs_diff"] = max(v["max_abs_diff"] for v in info["verification"].values())
     if wandb:
         info["wandb"] = log_export_artifact(cfg, out, info)
-    (out / MODEL_JSON).write_text(json.dumps(info, indent=1))
+    write_info(out, info)
     return out
+
+
+def write_info(out: Path, info: dict[str, Any]) -> None:
+    """model.json with a fresh integrity block (sha256 of the files it names and of its own entries)."""
+    info.pop(INTEGRITY, None)
+    info[INTEGRITY] = integrity(out, info)
+    (out / MODEL_JSON).write_text(json.dumps(info, indent=1))
 
 
 def log_export_artifact(cfg: RunConfig, out: Path, info: dict[str, Any]) -> dict[str, Any]:

@@ -41,10 +41,12 @@ from vislab.core.dist import is_rank_zero
 from vislab.core.errors import ConfigError
 from vislab.train.config import from_dict, load_config
 from vislab.train.families import get_family, monitor_of
+from vislab.train.heartbeat_callback import Heartbeat
 from vislab.train.keylog import SampleKeyLog
+from vislab.train.resume import OptimChanges, RunState, check_resume
 from vislab.train.slurm.preemption import Preemption
 from vislab.train.slurm.signals import catch_signals
-from vislab.train.tracking import log_checkpoint_artifact, wandb_logger
+from vislab.train.tracking import log_checkpoint_artifact, resolve_mode, tensorboard_logger, wandb_logger
 from vislab.train.trainer import build_trainer
 
 RUN_DIR_ENV = "VISLAB_RUN_DIR"
@@ -58,6 +60,8 @@ def new_run_id() -> str:
 class Run:
     dir: Path
     resume_ckpt: str | None
+    optim_changes: OptimChanges | None = None
+    """Changed optimizer hyperparameters a resume applies to the restored optimizer."""
 
 
 def prepare_run(cfg: RunConfig) -> Run:
@@ -72,19 +76,26 @@ def prepare_run(cfg: RunConfig) -> Run:
             return Run(p, str(ckpt))
         run_dir = p.parent.parent if (p.parent.parent / CONFIG_FILE).is_file() else _new_run_dir(cfg)
         return Run(run_dir, str(p))
-    run_dir = Path(os.environ[RUN_DIR_ENV]) if RUN_DIR_ENV in os.environ else _new_run_dir(cfg)
+    run_dir = Path(os.environ[RUN_DIR_ENV]) if RUN_DIR_ENV in os.environ else _new_run_dir(cfg, reuse=resume == "auto")
     ckpt = resume_checkpoint(run_dir) if resume == "auto" and run_dir.is_dir() else None
     return Run(run_dir, str(ckpt) if ckpt else None)
 
 
-def _new_run_dir(cfg: RunConfig) -> Path:
+def _new_run_dir(cfg: RunConfig, reuse: bool = False) -> Path:
+    """The directory of a new run; one that already holds a run is refused (unless `reuse`: resume=auto)."""
     run_id = cfg.run_id or os.environ.get("VISLAB_RUN_ID")
     if run_id is None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ConfigError(["launched as one of several processes (torchrun/srun) without run_id=...: "
                                "every rank must be given the same run_id"])
         run_id = new_run_id()
-    return Path(cfg.runs_root) / cfg.experiment / run_id
+    run_dir = Path(cfg.runs_root) / cfg.experiment / run_id
+    # rank 0 decides: under torchrun/srun the other ranks may start after it created the directory
+    if not reuse and is_rank_zero() and run_dir.is_dir() and any(run_dir.iterdir()):
+        state = "a finished run" if (run_dir / SUMMARY_FILE).is_file() else "a run"
+        raise ConfigError([f"run_id={run_id}: {run_dir} already holds {state}; a new run never reuses it: resume it "
+                           f"with `vislab fit {run_dir}` (or resume=auto), or choose another run_id"])
+    return run_dir
 
 
 def write_run_config(run: Run, cfg: RunConfig) -> None:
@@ -167,9 +178,12 @@ def _build(cfg: RunConfig) -> tuple[Any, Any]:
 def fit(cfg: RunConfig) -> Path:
     catch_signals()  # before the slow imports: a Slurm signal during start-up is handled at the first step
     t0 = time.time()
+    if cfg.logger.mode == "online" and is_rank_zero():
+        resolve_mode(cfg)  # no server for logger.mode=online is a config error: found before the run dir exists
     run = prepare_run(cfg)
     if run.resume_ckpt:
         check_checkpoint_matches(cfg, run.resume_ckpt)
+        run.optim_changes = check_resume(cfg, run.resume_ckpt)
     if is_rank_zero():
         write_run_config(run, cfg)
     with _run_dir_env(run.dir):
@@ -196,7 +210,11 @@ def _fit(cfg: RunConfig, run: Run, t0: float) -> Path:
     wb = wandb_logger(cfg, run.dir, {**to_dict(cfg), "derived": cfg.derived()}) if is_rank_zero() else None
     if wb is not None:
         loggers.append(wb)
-    trainer = build_trainer(cfg, run.dir, loggers, extra_callbacks=job_callbacks(cfg, run.dir))
+    tb = tensorboard_logger(cfg, run.dir, to_yaml(cfg))
+    if tb is not None:
+        loggers.append(tb)
+    resume = [RunState()] + ([run.optim_changes] if run.optim_changes else [])
+    trainer = build_trainer(cfg, run.dir, loggers, extra_callbacks=resume + job_callbacks(cfg, run.dir))
     model: Any = torch.compile(module) if cfg.trainer.compile else module
     if is_rank_zero():
         print(f"run directory: {run.dir}" + (f" (resuming from {run.resume_ckpt})" if run.resume_ckpt else ""),
@@ -225,7 +243,8 @@ def _fit(cfg: RunConfig, run: Run, t0: float) -> Path:
 def job_callbacks(cfg: RunConfig, run_dir: Path) -> list[Any]:
     """Checkpoint-and-stop on SIGUSR1/SIGTERM (Slurm requeue), and the optional sample-key audit log."""
     # the key log first: a batch that goes into the stop checkpoint has been logged
-    return ([SampleKeyLog(run_dir)] if cfg.logger.sample_keys else []) + [Preemption(run_dir)]
+    return ([SampleKeyLog(run_dir)] if cfg.logger.sample_keys else []) + [Preemption(run_dir),
+                                                                          Heartbeat(run_dir, cfg.logger.heartbeat_s)]
 
 
 def write_summary(cfg: RunConfig, run: Run, trainer: Any, dm: Any, best: str, metrics: dict[str, float],

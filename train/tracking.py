@@ -7,17 +7,21 @@ directory, so a resumed or requeued run continues the same wandb run. Rank 0 onl
 
 from __future__ import annotations
 
+import importlib.util
 import netrc
 import os
 import socket
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from vislab.core.config import RunConfig
+from vislab.core.errors import ConfigError
 
 WANDB_ID_FILE = "wandb_id.txt"
+TENSORBOARD_DIR = "tensorboard"
 
 
 def _api_key_present() -> bool:
@@ -50,12 +54,17 @@ def resolve_mode(cfg: RunConfig) -> tuple[str, str]:
         return "disabled", "WANDB_MODE"
     if cfg.logger.mode in ("offline", "disabled"):
         return cfg.logger.mode, "logger.mode"
-    # 'auto' and 'online' alike fall back to offline rather than hang or fail without a server
-    if not _api_key_present():
-        return "offline", "no wandb API key"
-    if not _reachable():
-        return "offline", "wandb server unreachable"
-    return "online", "API key and network"
+    # decided here in seconds: wandb itself would hang without a server. 'online' asked for the server, so its
+    # absence is an error unless logger.fallback_offline allows offline; 'auto' goes offline
+    reason = "no wandb API key" if not _api_key_present() else "wandb server unreachable" if not _reachable() else ""
+    if not reason:
+        return "online", "API key and network"
+    if cfg.logger.mode == "online" and not cfg.logger.fallback_offline:
+        raise ConfigError([f"'logger.mode'=online: {reason} ({os.environ.get('WANDB_BASE_URL', 'https://api.wandb.ai')}); "
+                           "set logger.mode=offline, or logger.fallback_offline=true to log offline instead"])
+    if cfg.logger.mode == "online":
+        warnings.warn(f"logger.mode=online: {reason}; logging OFFLINE (logger.fallback_offline=true)", stacklevel=2)
+    return "offline", reason
 
 
 def wandb_id(run_dir: Path) -> str:
@@ -99,3 +108,19 @@ def log_checkpoint_artifact(logger: Any, path: Path, metrics: dict[str, float], 
     art = wandb.Artifact(name=name, type="model", metadata=metrics)
     art.add_file(str(path))
     logger.experiment.log_artifact(art, aliases=["best", "latest"])
+
+
+def tensorboard_logger(cfg: RunConfig, run_dir: Path, config_yaml: str) -> Any | None:
+    """Lightning's TensorBoardLogger writing to `<run_dir>/tensorboard/` (one folder per run, so
+    `tensorboard --logdir runs` lists runs as `<experiment>/<run_id>/tensorboard`), with the config as text."""
+    if not cfg.logger.tensorboard:
+        return None
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(["logger.tensorboard=true needs the tensorboard package (pip install tensorboard), "
+                           "or set logger.tensorboard=false"])
+    from pytorch_lightning.loggers import TensorBoardLogger  # Lightning: kept off the CLI's start-up path
+
+    logger = TensorBoardLogger(save_dir=str(run_dir), name=TENSORBOARD_DIR, version="", default_hp_metric=False)
+    # markdown: an indented block keeps the YAML's layout on TensorBoard's text tab
+    logger.experiment.add_text("config", "\n".join("    " + line for line in config_yaml.splitlines()))
+    return logger

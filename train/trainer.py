@@ -1,12 +1,14 @@
 """The Lightning Trainer built from `trainer:`, with the callbacks every run gets.
 
-Checkpoints: `last.ckpt` + best-k by the family's monitored metric, written atomically by Lightning
-(fsspec transaction: temp file + rename). A non-finite loss stops all ranks at the same step, before
-that step is checkpointed, so the last good checkpoint survives.
+Checkpoints: `last.ckpt` + best-k by the family's monitored metric, written atomically beside their target
+(`AtomicCheckpointIO`: Lightning's own writer stages them in /tmp and copies, which a full disk truncates).
+A non-finite loss stops all ranks at the same step, before that step is checkpointed, so the last good
+checkpoint survives.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import sys
@@ -18,6 +20,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import (
     Callback,
     EarlyStopping,
@@ -27,8 +30,9 @@ from pytorch_lightning.callbacks import (
 )
 from pytorch_lightning.loggers import CSVLogger, Logger
 
+from vislab.core.checkpoints import newest_good_checkpoint, save_atomic
 from vislab.core.config import RunConfig
-from vislab.core.errors import NonFiniteLossError
+from vislab.core.errors import DiskFullError, NonFiniteLossError
 from vislab.train.families import monitor_of
 
 
@@ -46,6 +50,21 @@ class StopOnNonFiniteLoss(Callback):
                 f"(epoch {trainer.current_epoch}, batch {batch_idx}); last good checkpoint: "
                 f"{last if last.exists() else 'none yet'} (try a lower optim.lr or trainer.gradient_clip_val)"
             )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """torch.save into memory, then `save_atomic`: temp file beside the target, fsync, rename. On a full disk
+    one DiskFullError names the file, the free space and the last good checkpoint, which is intact."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        try:
+            save_atomic(Path(path), buffer.getbuffer())
+        except DiskFullError as e:
+            folder = Path(path).parent
+            good = newest_good_checkpoint(sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True))
+            raise DiskFullError(f"{e}; last good checkpoint: {good or 'none yet'}") from e.__cause__
 
 
 class StreamPosition(Callback):
@@ -177,7 +196,7 @@ def build_trainer(cfg: RunConfig, run_dir: Path, loggers: list[Logger] | None = 
         enable_model_summary=stage == "fit",
         use_distributed_sampler=False,  # the shard streams split data across ranks themselves
         num_sanity_val_steps=0 if stage != "fit" else 2,
-        plugins=_cluster_plugins(),
+        plugins=[AtomicCheckpointIO(), *_cluster_plugins()],
     )
 
 

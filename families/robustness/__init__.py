@@ -15,7 +15,7 @@ from typing import Any
 
 from vislab.core.config import RunConfig
 from vislab.core.errors import ConfigError
-from vislab.core.family import Family, Runtime
+from vislab.models.family import Family, Runtime
 
 
 def robustness(argv: list[str]) -> int:

@@ -100,7 +100,7 @@ def summary_table(results: dict[str, Any], attack_results: dict[str, Any]) -> st
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     for name, res in results.items():
         for level, r in res["levels"].items():
-            lines.append(f"{name:<20}{level:>10}{r['n_images']:>6}{fmt(r['accuracy_16']):>10}"
+            lines.append(f"{name:<20}{level:>10}{r['n_images']:>6}{r['n_images_16']:>5}{fmt(r['accuracy_16']):>10}"
                          f"{fmt(r['human_accuracy_16']):>9}{fmt(r['top1']):>8}")
     for norm, res in attack_results.items():
         for kind in ("gradient", "decision"):

@@ -45,6 +45,7 @@ from vislab.families.saliency.schema import SaliencyConfig
 from vislab.models.backbone_config import resolved_normalisation
 from vislab.models.backbones import Backbone, build_backbone, configured_backbone
 from vislab.models.base import VislabModule
+from vislab.models.figures import log_figure
 from vislab.models.pretrained import describe_weights
 from vislab.models.registry import register_builder
 
@@ -291,7 +292,7 @@ class SaliencyModule(VislabModule):
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()
         if self._examples and not self.trainer.sanity_checking:
-            log_saliency_images(self.loggers, self._examples, step=self.global_step)
+            log_saliency_images(self, self._examples, step=self.global_step)
         self._examples = {}
 
 
@@ -313,12 +314,10 @@ def render(pixels: torch.Tensor, log_p: torch.Tensor, counts: torch.Tensor) -> n
     return (np.concatenate([marked, overlay], axis=1) * 255).astype(np.uint8)
 
 
-def log_saliency_images(loggers: list[Any], examples: dict[str, torch.Tensor], step: int) -> None:
-    from pytorch_lightning.loggers import WandbLogger  # Lightning: kept off the CLI's start-up path
-
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            images = [render(examples["pixels"][i], examples["log_p"][i], examples["counts"][i])
-                      for i in range(len(examples["pixels"]))]
-            logger.log_image("val/saliency", images, step=step,
-                             caption=["fixations | predicted density"] * len(images))
+def log_saliency_images(module: Any, examples: dict[str, torch.Tensor], step: int) -> None:
+    """A few validation images with their fixations | the predicted density: wandb, TensorBoard, figures/."""
+    if module.global_rank != 0 or not module.loggers:
+        return
+    images = [render(examples["pixels"][i], examples["log_p"][i], examples["counts"][i])
+              for i in range(len(examples["pixels"]))]
+    log_figure(module, "val/saliency", images, step=step, caption="fixations | predicted density")

@@ -22,6 +22,7 @@ from typing import Any
 
 from vislab.core.config import load_config, task_of
 from vislab.core.errors import ConfigError
+from vislab.core.progress import Progress
 from vislab.data.manifest import Manifest
 from vislab.families.spikes.schema import SpikesConfig, check_spikes
 from vislab.families.spikes.simulate import ensure_simulated_root
@@ -43,9 +44,11 @@ def run_fold(config: Path, overrides: list[str], dataset: str, experiment: str, 
             f"experiment={experiment}", f"run_id={safe_name(dataset)}", f"runs_root={runs_root}"]
     cmd = [sys.executable, "-m", "vislab.train.cli", "fit", str(config), *fold]
     print(f"[crossval] {dataset}: vislab fit {config} {' '.join(fold)}", file=sys.stderr, flush=True)
+    t0 = time.time()
     env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
     if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
         raise RuntimeError(f"crossval fold {dataset} failed (see {run_dir}/logs and the output above)")
+    print(f"[crossval] {dataset}: done in {(time.time() - t0) / 60:.1f} min", file=sys.stderr, flush=True)
     return json.loads((run_dir / "summary.json").read_text())
 
 
@@ -98,7 +101,12 @@ def crossval(config: Path, overrides: list[str], datasets: list[str] | None = No
         raise ConfigError([f"--datasets: unknown dataset(s) {', '.join(unknown)} in {cfg.data.root}"])
     experiment = f"{cfg.experiment}-lodo"
     t0 = time.time()
-    folds = {ds: run_fold(config, overrides, ds, experiment, cfg.runs_root) for ds in names}
+    folds: dict[str, dict[str, Any]] = {}
+    # one line per finished fold, even on a terminal: the folds' own training lines run in between
+    with Progress(len(names), "crossval", "folds", mode="text", every_s=0) as progress:
+        for ds in names:
+            folds[ds] = run_fold(config, overrides, ds, experiment, cfg.runs_root)
+            progress.update(1)
     result = {"config": str(config), "overrides": overrides, **summarize(folds),
               "wall_time_s": round(time.time() - t0, 1)}
     out = Path(cfg.runs_root) / experiment

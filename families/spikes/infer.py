@@ -23,7 +23,10 @@ import numpy as np
 
 from vislab.core.config import from_dict
 from vislab.core.errors import ConfigError
+from vislab.core.progress import Progress
 from vislab.families.spikes.calcium import noise_level
+from vislab.families.spikes.figures import traces_figure
+from vislab.families.spikes.importers.spikefinder import CsvHeader
 from vislab.families.spikes.schema import SpikesConfig
 from vislab.families.spikes.traces import describe_gaps, read_traces
 
@@ -79,40 +82,43 @@ def applicability(frame_rate: float, nu: np.ndarray, info: dict[str, Any], path:
 def plot_traces(traces: np.ndarray, spikes: np.ndarray, frame_rate: float, out: Path, count: int = 6,
                 seconds: float = 60.0) -> Path:
     """PNG of up to `count` neurons (the most active ones): dF/F above, inferred spike rate below."""
-    import matplotlib  # matplotlib: only when a figure is drawn
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # matplotlib: only when a figure is drawn
-
     activity = np.nan_to_num(np.nanmean(spikes, axis=1), nan=-1.0) if np.isfinite(spikes).any() else np.zeros(len(spikes))
     chosen = sorted(np.argsort(-activity)[:count])
     frames = min(traces.shape[1], int(seconds * frame_rate))
-    t = np.arange(frames) / frame_rate
-    fig, axes = plt.subplots(len(chosen), 1, figsize=(10, 1.6 * len(chosen) + 0.6), sharex=True, squeeze=False)
-    for ax, i in zip(axes[:, 0], chosen, strict=True):
-        ax.plot(t, traces[i, :frames], color="0.3", lw=0.8, label="dF/F")
-        twin = ax.twinx()
-        twin.plot(t, spikes[i, :frames] * frame_rate, color="tab:red", lw=0.9, label="spikes/s")
-        ax.set_ylabel(f"neuron {i}\ndF/F", fontsize=8)
-        twin.set_ylabel("spikes/s", color="tab:red", fontsize=8)
-    axes[-1, 0].set_xlabel("time (s)")
-    fig.suptitle(f"inferred spike rates (first {frames / frame_rate:.0f} s at {frame_rate:g} Hz)", fontsize=10)
-    fig.tight_layout()
+    fig = traces_figure([traces[i] for i in chosen], [spikes[i] for i in chosen], [frame_rate] * len(chosen),
+                        [f"neuron {i}" for i in chosen], seconds=seconds,
+                        title=f"inferred spike rates (first {frames / frame_rate:.0f} s at {frame_rate:g} Hz)")
     fig.savefig(out, dpi=100)
+    import matplotlib.pyplot as plt  # matplotlib: only when a figure is drawn
+
     plt.close(fig)
     return out
 
 
+def check_output(out: Path, traces_path: Path) -> None:
+    """The output is one new .npy (+ .png and .json beside it), never the input and never a folder."""
+    if out.is_dir():
+        raise ConfigError([f"--out {out} is a directory; name the output file, e.g. {out / 'spikes.npy'}"])
+    if out.suffix.lower() != ".npy":
+        raise ConfigError([f"--out {out} must end with .npy (the spike rates; a .png and a .json go beside it)"])
+    written = {p.resolve() for p in (out, out.with_suffix(".png"), out.with_suffix(".json"))}
+    if traces_path.resolve() in written:
+        raise ConfigError([f"--out {out} would overwrite the input {traces_path}; choose another output name"])
+
+
 def run_infer(model: Path, traces_path: Path, frame_rate: float, out: Path, *, key: str | None = None,
-              transpose: bool = False, mode: str = "trace", plot: bool = True) -> dict[str, Any]:
+              transpose: bool = False, mode: str = "trace", plot: bool = True,
+              csv_header: CsvHeader = "auto") -> dict[str, Any]:
     from vislab.families.spikes.inference import (  # torch and Lightning: kept off the CLI's start-up path
         infer,
         min_frames,
     )
 
-    if not frame_rate > 0:
-        raise ConfigError([f"--frame-rate must be positive, got {frame_rate}"])
-    traces = read_traces(traces_path, key=key, transpose=transpose)  # before loading torch and the model
+    if not (math.isfinite(frame_rate) and frame_rate > 0):
+        raise ConfigError([f"--frame-rate must be a positive, finite number of Hz, got {frame_rate}"])
+    check_output(out, traces_path)
+    # before loading torch and the model
+    traces = read_traces(traces_path, key=key, transpose=transpose, csv_header=csv_header)
     net, info = load_spike_model(model)
     nu = noise_level(traces, frame_rate)
     problems = describe_gaps(traces, traces_path, min_frames(net, frame_rate, info["model_rate"]))
@@ -120,7 +126,9 @@ def run_infer(model: Path, traces_path: Path, frame_rate: float, out: Path, *, k
     for msg in problems:
         warnings.warn(msg, stacklevel=2)
     t0 = time.time()
-    spikes = infer(net, traces, frame_rate, info["model_rate"], noise_levels=nu, mode=mode)  # type: ignore[arg-type]
+    with Progress(None, f"infer {traces_path.name}", "frames") as progress:
+        spikes = infer(net, traces, frame_rate, info["model_rate"], noise_levels=nu, mode=mode,  # type: ignore[arg-type]
+                       progress=progress)
     seconds = time.time() - t0
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, spikes.astype(np.float32))
@@ -146,6 +154,9 @@ def cmd_infer(argv: list[str]) -> int:
     p.add_argument("--out", type=Path, required=True, help="output .npy (a .png and a .json are written beside it)")
     p.add_argument("--key", help="array name inside an HDF5 or MATLAB file")
     p.add_argument("--transpose", action="store_true", help="the array is (T, num_neurons)")
+    p.add_argument("--csv-header", choices=["auto", "yes", "no"], default="auto",
+                   help="does a CSV's first row hold column names / neuron ids? auto: names, or distinct whole "
+                        "numbers above fractional dF/F (said on stderr when it decides so)")
     p.add_argument("--mode", choices=["trace", "window"], default="trace",
                    help="fully convolutional (default) or window-by-window execution (same numbers, slower)")
     p.add_argument("--no-plot", action="store_true")
@@ -154,7 +165,7 @@ def cmd_infer(argv: list[str]) -> int:
         warnings.simplefilter("always")
         warnings.formatwarning = lambda msg, *args, **kw: f"vislab: warning: {msg}\n"  # type: ignore[assignment]
         facts = run_infer(a.model, a.traces, a.frame_rate, a.out, key=a.key, transpose=a.transpose, mode=a.mode,
-                          plot=not a.no_plot)
+                          plot=not a.no_plot, csv_header=a.csv_header)
     nus = [v for v in facts["noise_levels"] if v is not None]
     print(f"{facts['output']}: {facts['shape'][0]} neurons x {facts['shape'][1]} frames, spikes per frame "
           f"(noise level nu median {np.median(nus) if nus else float('nan'):.2f}, "

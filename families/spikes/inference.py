@@ -18,6 +18,7 @@ from typing import Literal, TypeAlias
 import numpy as np
 import torch
 
+from vislab.core.progress import Progress
 from vislab.families.spikes.calcium import (
     finite_stretches,
     noise_level,
@@ -66,11 +67,12 @@ def run_network(net: SpikeNet, traces: np.ndarray, cond: torch.Tensor | None, mo
 
 def infer(net: SpikeNet, traces: np.ndarray, frame_rate: float, model_rate: float, *,
           noise_levels: np.ndarray | None = None, mode: Mode = "trace", members: bool = False,
-          max_frames: int = 2**16) -> np.ndarray:
+          max_frames: int = 2**16, progress: Progress | None = None) -> np.ndarray:
     """(N, T) dF/F at `frame_rate` -> (N, T) spikes per frame, the ensemble mean; NaN where undefined.
 
     With `members`, (N, 1 + E, T): the mean first, then every ensemble member. Stretches of equal length
     are batched, a few at a time (about 1 M frames), so memory stays bounded for any number of neurons.
+    `progress` counts the frames inferred (vislab infer's progress lines); its total is set here.
     """
     n, t = traces.shape
     nu = noise_level(traces, frame_rate) if noise_levels is None else np.asarray(noise_levels, dtype=np.float64)
@@ -79,6 +81,8 @@ def infer(net: SpikeNet, traces: np.ndarray, frame_rate: float, model_rate: floa
     for i in range(n):
         for a, b in finite_stretches(traces[i], min_length=min_frames(net, frame_rate, model_rate)):
             groups[b - a].append((i, a))
+    if progress is not None:
+        progress.total = sum(length * len(where) for length, where in groups.items())
     for length, where in groups.items():
         per_chunk = max(1, 2**20 // length)
         for c in range(0, len(where), per_chunk):
@@ -87,6 +91,8 @@ def infer(net: SpikeNet, traces: np.ndarray, frame_rate: float, model_rate: floa
             back = _infer_rows(net, rows, np.array([nu[i] for i, _ in chunk]), frame_rate, model_rate, mode, max_frames)
             for (i, a), r in zip(chunk, back, strict=True):
                 out[i, :, a:a + length] = r
+            if progress is not None:
+                progress.update(len(chunk) * length)
     return out if members else out[:, 0]
 
 

@@ -22,6 +22,7 @@ from torch.utils.data import default_collate
 from vislab.data.manifest import Manifest
 from vislab.data.modules import ShardDataModule
 from vislab.families.spikes.calcium import resample_trace
+from vislab.families.spikes.figures import traces_figure
 from vislab.families.spikes.inference import SpikeNet, infer
 from vislab.families.spikes.metrics import merge, recording_stats, report
 from vislab.families.spikes.networks import SpikeCNN, conditions, net_input, receptive_field
@@ -31,6 +32,10 @@ from vislab.families.spikes.simulate import ensure_simulated_root
 from vislab.families.spikes.stm import STM
 from vislab.models.base import VislabModule
 from vislab.models.exported import build_from_spec
+from vislab.models.figures import log_figure
+
+EXAMPLES = 3
+"""Validation recordings drawn per epoch (dF/F, inferred rate, true spikes)."""
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -174,6 +179,8 @@ class SpikeModule(VislabModule):
         self.model = bare_model(cfg, self.meta)
         self._stats: dict[tuple[str, str], dict[str, Any]] = {}
         self.reports: dict[str, dict[str, Any]] = {}
+        self._examples: list[dict[str, Any]] = []
+        """The first validation recordings of this rank, drawn as `val/spikes` at the epoch's end."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_trace(x)
@@ -203,6 +210,9 @@ class SpikeModule(VislabModule):
                          noise_levels=np.array([rec["noise_level"]]), members=True)[0]  # (1 + E, T)
             key = (rec["dataset"], rec["neuron"])
             self._stats[key] = merge(self._stats.get(key), recording_stats(pred, rec, self.cfg.data.eval_bin_s))
+            if split == "val" and len(self._examples) < EXAMPLES:
+                self._examples.append({"trace": rec["trace"], "rate": pred[0], "frame_rate": float(rec["frame_rate"]),
+                                       "spikes": rec["spikes"], "label": f"{rec['dataset']}\n{rec['neuron']}"})
 
     def _gather(self) -> dict[tuple[str, str], dict[str, Any]]:
         stats, self._stats = self._stats, {}
@@ -221,6 +231,13 @@ class SpikeModule(VislabModule):
         self.reports[split] = rep
         self.log_metric_dict({f"{split}/{k}": rep[k] for k in ("corr", "corr_member", "error", "bias", "corr_neurons")},
                              prog_bar=split == "val", sync_dist=True)
+        examples, self._examples = self._examples, []
+        if examples and not self.trainer.sanity_checking and self.global_rank == 0 and self.loggers:
+            fig = traces_figure([e["trace"] for e in examples], [e["rate"] for e in examples],
+                                [e["frame_rate"] for e in examples], [e["label"] for e in examples],
+                                truth=[e["spikes"] for e in examples], seconds=30.0,
+                                title=f"validation: dF/F, inferred rate (red), true spikes (ticks); step {self.global_step}")
+            log_figure(self, "val/spikes", fig, step=self.global_step)
 
     def test_report(self) -> dict[str, Any]:
         """Per dataset and neuron scores of the last test (identical on every rank: built from gathered sums)."""

@@ -14,23 +14,25 @@ import numpy as np
 
 from vislab.core.errors import ConfigError
 from vislab.families.spikes.calcium import finite_stretches
-from vislab.families.spikes.importers.spikefinder import read_columns
+from vislab.families.spikes.importers.spikefinder import CsvHeader, read_columns
 
 SUFFIXES = (".npy", ".h5", ".hdf5", ".csv", ".mat")
 
 
-def read_traces(path: Path, key: str | None = None, transpose: bool = False) -> np.ndarray:
-    """(num_neurons, T) float64 traces from `path`; `key` names the array inside HDF5/MATLAB files."""
+def read_traces(path: Path, key: str | None = None, transpose: bool = False, csv_header: CsvHeader = "auto") -> np.ndarray:
+    """(num_neurons, T) float64 traces from `path`; `key` names the array inside HDF5/MATLAB files;
+    `csv_header`: does a CSV's first row hold names/neuron ids ('auto' detects it and says so)."""
     if not path.is_file():
         raise ConfigError([f"traces file not found: {path}"])
+    if path.stat().st_size == 0:
+        raise ConfigError([f"{path}: empty file (0 bytes)"])
     suffix = path.suffix.lower()
     if suffix == ".npy":
         array = _read_npy(path)
     elif suffix in (".h5", ".hdf5"):
         array = _read_h5(path, key)
     elif suffix == ".csv":
-
-        array = read_columns(path)[1]  # columns are neurons
+        array = read_columns(path, csv_header)[1]  # columns are neurons
     elif suffix == ".mat":
         array = _read_mat(path, key)
     else:
@@ -56,8 +58,8 @@ def check_traces(array: np.ndarray, path: Path) -> np.ndarray:
 def _read_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
-    except ValueError as e:
-        raise ConfigError([f"{path}: not a plain numeric .npy array ({e})"]) from e
+    except (ValueError, EOFError, OSError) as e:  # pickled objects, truncated or foreign files
+        raise ConfigError([f"{path}: not a plain numeric .npy array ({type(e).__name__}: {e})"]) from e
 
 
 def _read_h5(path: Path, key: str | None) -> np.ndarray:

@@ -45,6 +45,18 @@ def vgg_layer_names(blocks: Sequence[int] = VGG19_BLOCKS) -> dict[str, str]:
     return names
 
 
+def fft_size(n: int) -> int:
+    """The smallest m >= n whose prime factors are 2, 3 and 5 (FFTs of other sizes are several times slower)."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
 class FeatureNet(nn.Module):
     """Pixels in [0, 1] -> named feature maps; frozen (only the image is optimised)."""
 
@@ -55,52 +67,75 @@ class FeatureNet(nn.Module):
 
 
 class RandomMultiScale(FeatureNet):
-    """One random convolutional layer with several filter sizes, ReLU (Ustyuzhaninov et al. 2016)."""
+    """One random convolutional layer with several filter sizes, ReLU (Ustyuzhaninov et al. 2016).
 
-    def __init__(self, filter_sizes: Sequence[int], channels_per_size: int, seed: int, layers: Sequence[str]):
+    Filters up to `fft_above` px are applied as one direct convolution, larger ones as one FFT convolution
+    (each group centred in a canvas of its largest size, so every filter is 'same'-aligned). The FFT
+    computes convolution, conv2d cross-correlation: both are random Gaussian filters, equal in law.
+    """
+
+    def __init__(self, filter_sizes: Sequence[int], channels_per_size: int, seed: int, layers: Sequence[str],
+                 fft_above: int = 15):
         super().__init__()
         self.filter_sizes = list(filter_sizes)
-        self.kmax = max(self.filter_sizes)
         valid = self.layer_names()
         bad = [layer for layer in layers if layer not in valid]
         if bad:
             raise ConfigError([f"'model.layers': unknown layer '{bad[0]}' of {RANDOM_NET}; valid: {', '.join(valid)}"])
         self.layers = list(layers)
+        self.channels_per_size = channels_per_size
         gen = torch.Generator().manual_seed(seed)
-        kernels = []
-        for k in self.filter_sizes:
-            w = torch.randn(channels_per_size, 3, k, k, generator=gen) / math.sqrt(3 * k * k)  # He-like scale
-            pad = (self.kmax - k) // 2  # centred in a kmax x kmax canvas: 'same' alignment for every size
-            kernels.append(F.pad(w, (pad, pad, pad, pad)))
-        self.register_buffer("weight", torch.cat(kernels))  # (S * C, 3, kmax, kmax)
+        weights = {k: torch.randn(channels_per_size, 3, k, k, generator=gen) / math.sqrt(3 * k * k)  # He-like
+                   for k in self.filter_sizes}
+        self.direct_sizes = [k for k in self.filter_sizes if k <= fft_above]
+        self.fft_sizes = [k for k in self.filter_sizes if k > fft_above]
+        self.register_buffer("direct_weight", _canvas([weights[k] for k in self.direct_sizes]))
+        self.register_buffer("fft_weight", _canvas([weights[k] for k in self.fft_sizes]))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-        self.channels_per_size = channels_per_size
         self._spectrum: dict[tuple[int, int], torch.Tensor] = {}
 
     def layer_names(self) -> list[str]:
         return ["all"] + [f"k{k}" for k in self.filter_sizes]
 
     def _kernel_spectrum(self, h: int, w: int) -> torch.Tensor:
-        key = (h, w)
-        if key not in self._spectrum:  # the filters are fixed: one FFT per image size
-            self._spectrum = {key: torch.fft.rfft2(self.weight, s=(h, w))}  # (S * C, 3, h, w // 2 + 1)
-        return self._spectrum[key]
+        if (h, w) not in self._spectrum:  # the filters are fixed: one FFT per image size
+            self._spectrum = {(h, w): torch.fft.rfft2(self.fft_weight, s=(h, w))}  # (S * C, 3, h, w // 2 + 1)
+        return self._spectrum[(h, w)]
+
+    def _fft_conv(self, x: torch.Tensor) -> torch.Tensor:
+        kmax = self.fft_weight.shape[-1]
+        height, width = x.shape[-2:]
+        # zero-padded to at least H + kmax - 1: a linear (not circular) convolution; 5-smooth sizes for fast FFTs
+        h, w = fft_size(height + kmax - 1), fft_size(width + kmax - 1)
+        spec = torch.fft.rfft2(x, s=(h, w))  # (B, 3, h, w // 2 + 1)
+        kernel = self._kernel_spectrum(h, w)
+        # sum over the 3 input channels as 3 broadcast products (einsum's complex batched matmul is ~10x slower)
+        out = sum(spec[:, i, None] * kernel[None, :, i] for i in range(3))  # (B, S * C, h, w // 2 + 1)
+        y = torch.fft.irfft2(out, s=(h, w))  # type: ignore[arg-type]  # full convolution (B, S * C, h, w)
+        c = (kmax - 1) // 2
+        return y[..., c:c + height, c:c + width]  # the 'same' part, (B, S * C, H, W)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = (x - self.mean) / self.std  # (B, 3, H, W)
-        height, width = x.shape[-2:]
-        h, w = height + self.kmax - 1, width + self.kmax - 1  # linear (not circular) convolution
-        spec = torch.fft.rfft2(x, s=(h, w))  # (B, 3, h, w // 2 + 1)
-        out = torch.einsum("bihw,oihw->bohw", spec, self._kernel_spectrum(h, w))
-        y = torch.fft.irfft2(out, s=(h, w))  # full convolution (B, S * C, h, w)
-        c = (self.kmax - 1) // 2
-        # FFT computes convolution (flipped kernels): random symmetric-in-law filters, so no flip is needed
-        y = F.relu(y[..., c:c + height, c:c + width])  # 'same' part, (B, S * C, H, W)
-        feats = {"all": y} if "all" in self.layers else {}
-        groups = y.split(self.channels_per_size, dim=1)
-        feats.update({f"k{k}": g for k, g in zip(self.filter_sizes, groups, strict=True) if f"k{k}" in self.layers})
+        parts = []
+        if self.direct_sizes:
+            parts.append(F.conv2d(x, self.direct_weight, padding=self.direct_weight.shape[-1] // 2))
+        if self.fft_sizes:
+            parts.append(self._fft_conv(x))
+        by_group = torch.cat(parts, 1).split(self.channels_per_size, dim=1)  # direct sizes, then FFT sizes
+        maps = {f"k{k}": F.relu(g) for k, g in zip(self.direct_sizes + self.fft_sizes, by_group, strict=True)}
+        feats = {"all": torch.cat([maps[f"k{k}"] for k in self.filter_sizes], 1)} if "all" in self.layers else {}
+        feats.update({layer: maps[layer] for layer in self.layers if layer != "all"})
         return feats
+
+
+def _canvas(kernels: list[torch.Tensor]) -> torch.Tensor:
+    """Odd-sized kernels, each centred in a zero canvas of the largest size: (sum C, 3, k, k)."""
+    if not kernels:
+        return torch.zeros(0, 3, 1, 1)
+    k = max(w.shape[-1] for w in kernels)
+    return torch.cat([F.pad(w, [(k - w.shape[-1]) // 2] * 4) for w in kernels])
 
 
 class BackboneFeatures(FeatureNet):

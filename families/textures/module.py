@@ -19,9 +19,20 @@ from vislab.families.textures.losses import Objective
 
 
 def seeded_noise(batch: int, channels: int, height: int, width: int, seed: int) -> torch.Tensor:
-    """Initial images, uniform around mid-grey: (B, C, H, W), the same for a seed on every machine."""
+    """White noise in [0, 1]: (B, C, H, W), the same for a seed on every machine (the papers' start)."""
     gen = torch.Generator().manual_seed(seed)
-    return 0.5 + 0.1 * (torch.rand(batch, channels, height, width, generator=gen) - 0.5)
+    return torch.rand(batch, channels, height, width, generator=gen)
+
+
+def spectrum_noise(source: torch.Tensor, seed: int) -> torch.Tensor:
+    """Random-phase noise with the source's amplitude spectrum, one random phase shared by the channels (so
+    colour cross-spectra are kept): (1, C, H, W) -> (1, C, H, W). From white noise, the Gram loss of the random
+    multi-scale net is concave along the gradient (features must grow) and L-BFGS stalls; from here it converges."""
+    gen = torch.Generator().manual_seed(seed)
+    theta = torch.angle(torch.fft.rfft2(torch.rand(source.shape[-2:], generator=gen)))  # (H, W // 2 + 1)
+    mean = source.mean((-2, -1), keepdim=True)
+    spec = torch.fft.rfft2(source - mean) * torch.exp(1j * theta)
+    return torch.fft.irfft2(spec, s=source.shape[-2:]) + mean
 
 
 class PixelSynthesis(pl.LightningModule):
@@ -52,7 +63,9 @@ class PixelSynthesis(pl.LightningModule):
     def training_step(self, batch: object, batch_idx: int) -> torch.Tensor:
         per_image = sum(self.per_image_terms().values())  # (B,)
         self._last = per_image.detach()  # type: ignore[union-attr]
-        return per_image.sum()  # type: ignore[return-value]  # independent images: gradients do not mix
+        # Independent images: a sum, so gradients do not mix. Scaled by the pixel count per image because
+        # L-BFGS keeps a curvature pair only if s.y > 1e-10 (absolute): relative losses are O(1) in total.
+        return per_image.sum() * self.image[0].numel()  # type: ignore[return-value]
 
     def on_train_batch_end(self, outputs: object, batch: object, batch_idx: int) -> None:
         step = self.global_step

@@ -97,8 +97,9 @@ class TexturesSynthConfig:
     history_size: int = 100
     """L-BFGS memory."""
     line_search: Literal["none", "strong_wolfe"] = "none"
-    init: Literal["noise", "content"] = "noise"
-    """Start from seeded noise (the papers) or, for style transfer, from the content image."""
+    init: Literal["spectrum", "noise", "content"] = "spectrum"
+    """'spectrum': seeded random-phase noise with the source's amplitude spectrum (L-BFGS converges from it);
+    'noise': seeded white noise (the papers; slow with the random net); 'content': the content image (style)."""
     scales: list[int] = field(default_factory=list)
     """Coarse-to-fine (Gatys et al. 2017): sides synthesised first, each upsampled and refined; the final
     side is data.image_size. Empty: one scale."""

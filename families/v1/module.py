@@ -42,6 +42,7 @@ from vislab.families.v1.readouts import FactorizedReadout, GaussianReadout
 from vislab.families.v1.rf_init import EnergyCorrelation, initialize_readout
 from vislab.families.v1.schema import V1Config
 from vislab.models.base import VislabModule
+from vislab.models.figures import log_figure
 
 BUILDER = "v1_encoder"
 # a rank that read no trial of a session still takes part in the metric's all-reduce: not a mistake here
@@ -263,11 +264,9 @@ class V1Module(VislabModule):
         self.log_pictures()
 
     def log_pictures(self) -> None:
-        """Readout positions (and masks) and first-layer filters, to every wandb logger (rank 0 only)."""
-        from pytorch_lightning.loggers import WandbLogger  # Lightning: kept off the CLI's start-up path
-
-        loggers = [lg for lg in self.loggers if isinstance(lg, WandbLogger)]
-        if not loggers or self.global_rank != 0:
+        """Readout positions (and masks) and first-layer filters: to wandb, TensorBoard and `<run_dir>/figures/`
+        (rank 0 only)."""
+        if self.global_rank != 0 or not self.loggers:
             return
         from vislab.families.v1 import figures  # torch and Lightning: kept off the CLI's start-up path
 
@@ -279,9 +278,8 @@ class V1Module(VislabModule):
             readout = self.model.readouts[s]
             if isinstance(readout, FactorizedReadout):
                 images[f"v1/masks/{s}"] = figures.mask_grid(readout.spatial_maps())
-        for lg in loggers:
-            for key, img in images.items():
-                lg.log_image(key=key, images=[img], step=self.global_step)
+        for key, img in images.items():
+            log_figure(self, key, img, step=self.global_step)
 
     # ----- test -----
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:

@@ -129,7 +129,14 @@ def check(cfg: Any, source: str) -> list[str]:
             problems.append(f"{source}: session {name} has {h}x{w} images, smaller than model.input_kernel="
                             f"{m.input_kernel} without padding (set model.pad_input=true)")
         low = min(info["statistics"]["responses"]["min"])
-        if m.loss == "poisson" and low < 0:
+        real = info.get("negative_responses")
+        if m.loss == "poisson" and real:
+            unit = f" (unit id {real['unit_id']})" if "unit_id" in real else ""
+            problems.append(f"{source}: session {name} has negative responses beyond float rounding in {real['neurons']} "
+                            f"neuron(s), e.g. trial {real['trial']} neuron {real['neuron']}{unit}: {real['value']:.3g}; "
+                            "the Poisson loss needs counts or rates >= 0 (use model.loss=mse)")
+        elif m.loss == "poisson" and low < 0:
             problems.append(f"{source}: session {name} has negative responses (min {low:.3g}); the Poisson loss "
-                            "needs counts or rates >= 0 (use model.loss=mse)")
+                            "needs counts or rates >= 0 (use model.loss=mse; shards written before vislab set float "
+                            "rounding to 0: re-run `vislab shard`)")
     return problems

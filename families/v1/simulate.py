@@ -63,6 +63,9 @@ class SimulationConfig:
     """Range of signal variance / Poisson noise variance per neuron."""
     seed: int = 0
     prefix: str = "sim-v1-s"
+    rounding_negatives: float = 0.0
+    """Fraction of the zero responses written as tiny negatives (down to -5.5e-8), as the float rounding of
+    deconvolved activity leaves them in real recordings (the importer sets them back to 0)."""
 
 
 # ------------------------------------------------------------------------------------------ stimuli
@@ -184,6 +187,9 @@ def write_session(out: Path, cfg: SimulationConfig, index: int) -> Path:
     drive = drives(pop, images)
     rate = rates(pop, drive, drive[: cfg.train])[image_index]  # (trials, neurons)
     responses = rng.poisson(rate).astype(np.float64)
+    if cfg.rounding_negatives > 0:  # drawn only when asked: the default sessions stay bit-identical
+        rounded = (responses == 0) & (rng.random(responses.shape) < cfg.rounding_negatives)
+        responses[rounded] = -rng.uniform(1e-9, 5.5e-8, int(rounded.sum()))
     behavior = np.abs(rng.normal([1.0, 0.0, 2.0], [0.3, 0.1, 1.0], size=(len(tiers), 3)))
     pupil = rng.normal(0.0, 5.0, size=(len(tiers), 2))
 

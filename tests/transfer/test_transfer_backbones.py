@@ -15,7 +15,7 @@ from vislab.core.errors import ConfigError
 from vislab.models.backbones import build_backbone, load_backbone
 
 # one per layout kind (ConvNeXt's 2-D head and DenseNet's functional pooling were checked by hand: slow to build)
-FAMILIES = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "small_cnn", "efficientnet_lite0"]
+FAMILIES = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "small_cnn", "efficientnet_lite0", "timm/resnet18"]
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -6,7 +6,8 @@ Slurm announces the end of a job with a signal to every task:
   SIGTERM  `scancel`, `scontrol requeue`, preemption with a grace time, the time limit itself:
            checkpoint quickly and exit (Slurm decides whether the job comes back); SIGKILL follows
            after KillWait / GraceTime, so this must be fast. (A task may get SIGTERM twice, from
-           slurmstepd and forwarded by srun: repeats are ignored; SIGINT / SIGKILL still stop at once.)
+           slurmstepd and forwarded by srun: repeats are ignored; SIGKILL still stops at once.)
+  SIGINT   Ctrl-C (the terminal sends it to every rank): as SIGTERM; a second Ctrl-C ends the process at once (no checkpoint).
 
 The signal handler only records the signal. The ranks act together at the next optimizer-step boundary:
 one all-reduce (MAX of the signal numbers, on a gloo group so a GPU run does not synchronise its stream)
@@ -42,6 +43,8 @@ from vislab.train.slurm.signals import SIGNALS, requeue, slurm_job_id
 EXIT_PREEMPTED = 3
 """Exit code of a process that stopped at a signal after writing its checkpoint."""
 KEEP_HPC_CHECKPOINTS = 2
+STOPPED_WANDB = (signal.SIGTERM, signal.SIGINT)
+"""Signals that reach wandb's service process too (Slurm's SIGTERM, the terminal's Ctrl-C): it stops at once."""
 
 
 class Preempted(SystemExit):
@@ -146,11 +149,11 @@ class TerminationSafeWandbLogger(WandbLogger):
         self._wandb_init.pop("anonymous", None)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        if SIGNALS.received != signal.SIGTERM:
+        if SIGNALS.received not in STOPPED_WANDB:
             super().log_metrics(metrics, step)
 
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        if SIGNALS.received != signal.SIGTERM:
+        if SIGNALS.received not in STOPPED_WANDB:
             super().log_hyperparams(params, *args, **kwargs)
 
 
@@ -163,7 +166,7 @@ def _finish_wandb(received: signal.Signals) -> None:
     if wandb.run is None:
         return
     try:
-        if received != signal.SIGTERM:
+        if received == signal.SIGUSR1:
             wandb.run.mark_preempting()
         wandb.finish()
     except Exception as e:  # after SIGTERM Slurm has stopped wandb's service too; what it flushed is on disk

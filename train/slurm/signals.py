@@ -14,7 +14,9 @@ import sys
 import threading
 from typing import Any
 
-HANDLED = (signal.SIGUSR1, signal.SIGTERM)
+from vislab.core.dist import is_rank_zero
+
+HANDLED = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 
 
 class _Signals:
@@ -22,6 +24,7 @@ class _Signals:
 
     def __init__(self) -> None:
         self.received = 0
+        self.interrupts = 0
         self.active = False
         self.previous: dict[int, Any] = {}
 
@@ -29,6 +32,16 @@ class _Signals:
         if not self.active:  # outside a fit: behave as before vislab took over
             self._forward(signum, frame)
             return
+        if signum == signal.SIGINT:
+            # Ctrl-C: like SIGTERM (checkpoint at the next step, exit 3); a second one stops at once. The terminal
+            # sends it to every process of the job: rank 0 speaks. os.write: print is not safe in a handler.
+            # The next Ctrl-C is the kernel's default (the process ends at once, even inside a long C call where
+            # no Python handler could run).
+            self.interrupts += 1
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            if is_rank_zero():
+                os.write(2, b"[vislab] Ctrl-C: writing a checkpoint at the next step, then exiting "
+                            b"(Ctrl-C again aborts at once, without a checkpoint)\n")
         self.received = max(self.received, int(signum))  # SIGTERM (15) wins over SIGUSR1 (10): no requeue
 
     def _forward(self, signum: int, frame: Any) -> None:
@@ -40,10 +53,12 @@ class _Signals:
             os.kill(os.getpid(), signum)
 
     def install(self) -> None:
-        """Take over SIGUSR1 and SIGTERM (again: Lightning re-registers SIGTERM when fit starts)."""
+        """Take over SIGUSR1, SIGTERM and SIGINT (again: Lightning re-registers SIGTERM when fit starts)."""
         if threading.current_thread() is not threading.main_thread():
             return
         for sig in HANDLED:
+            if sig == signal.SIGINT and self.interrupts:
+                continue  # after a first Ctrl-C, the second one aborts (see `handler`)
             current = signal.getsignal(sig)
             if current != self.handler and sig not in self.previous:
                 self.previous[sig] = current
@@ -64,6 +79,7 @@ SIGNALS = _Signals()
 def catch_signals() -> None:
     """Call first thing in `fit`: a signal that arrives while the run starts up is acted on at the first step."""
     SIGNALS.received = 0
+    SIGNALS.interrupts = 0
     SIGNALS.install()
 
 

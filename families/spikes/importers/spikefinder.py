@@ -9,8 +9,9 @@ file pair is one dataset, named by the prefix (`1.train.calcium.csv` -> dataset 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -27,14 +28,17 @@ def detect(src: Path) -> bool:
     return src.is_dir() and any(src.glob(f"*{CALCIUM_SUFFIX}"))
 
 
-def read_columns(path: Path) -> tuple[list[str], np.ndarray]:
-    """(column names, (num_columns, num_rows) float array) of a numeric CSV with an optional header row."""
+CsvHeader = Literal["auto", "yes", "no"]
+
+
+def read_columns(path: Path, header_mode: CsvHeader = "auto") -> tuple[list[str], np.ndarray]:
+    """(column names, (num_columns, num_rows) float array) of a numeric CSV with an optional header row
+    (`header_mode`: 'yes' / 'no', or 'auto': see `has_header`)."""
     text = path.read_text().splitlines()
     if not text:
         raise ConfigError([f"{path}: empty file"])
     first = text[0].split(",")
-    # a header row is names, or spikefinder's column indices 0, 1, ..., n-1 (as pandas writes them)
-    header = any(_not_number(c) for c in first) or (len(first) > 1 and _is_index_row(first))
+    header = header_mode == "yes" or (header_mode == "auto" and has_header(first, text[1:101], path))
     try:
         values = np.genfromtxt(path, delimiter=",", skip_header=1 if header else 0, dtype=np.float64, ndmin=2)
     except ValueError as e:
@@ -45,11 +49,30 @@ def read_columns(path: Path) -> tuple[list[str], np.ndarray]:
     return names, values.T
 
 
-def _is_index_row(cells: list[str]) -> bool:
-    try:
-        return [float(c.strip().strip('"')) for c in cells] == list(range(len(cells)))
-    except ValueError:
+def has_header(first: list[str], rows: list[str], path: Path) -> bool:
+    """Is the first row a header? Names are; so are neuron ids: distinct whole numbers (spikefinder's 0..n-1,
+    or 1..n) above rows that hold fractions (dF/F). A numeric first row read as a header is said loudly."""
+    if any(_not_number(c) for c in first):
+        return True
+    ids = _whole_numbers(first)
+    if ids is None or len(set(ids)) != len(ids):
         return False
+    sequence = ids in (list(range(len(ids))), list(range(1, len(ids) + 1)))
+    fractional = any(_whole_numbers(r.split(",")) is None for r in rows if r.strip())
+    if (sequence and len(ids) > 1) or fractional:
+        warnings.warn(f"{path}: the first row ({','.join(c.strip() for c in first[:6])}{',...' if len(first) > 6 else ''}) "
+                      "looks like neuron ids and is read as a header, not as a frame (--csv-header no reads it as data)",
+                      stacklevel=3)
+        return True
+    return False
+
+
+def _whole_numbers(cells: list[str]) -> list[int] | None:
+    try:
+        values = [float(c.strip().strip('"')) for c in cells]
+    except ValueError:
+        return None
+    return [int(v) for v in values] if all(v.is_integer() for v in values) else None
 
 
 def _not_number(cell: str) -> bool:

@@ -91,6 +91,9 @@ def detect(src: Path) -> bool:
 
 @dataclass
 class ArraySession(SessionSource):
+    def trial_files(self, trial: int) -> list[str]:
+        return [self.path]  # one file holds every trial: hashed once per shard
+
     def read(self, trial: int) -> dict[str, np.ndarray]:
         out = {"image": np.asarray(_array(self.path, "images")[trial], dtype=np.float32),
                "responses": np.asarray(_array(self.path, "responses")[trial])}

@@ -8,6 +8,11 @@ coordinates). `write_sessions` then, streaming over trials in parallel and never
    together before any shard is written) and sums of the training tier are accumulated;
 2. turns the sums into normalisation statistics (images: one mean/std over all pixels; responses, behaviour,
    pupil centre: per element), stored per session in every split's manifest (`meta.sessions`);
+   negative responses that are float rounding (deconvolved activity holds values like -5e-8) are set to 0:
+   a neuron whose most negative response lies within `ROUNDING_RTOL` x its scale (its largest |response| in
+   the training tier, at least the session's median scale) gets its negative values zeroed, counted in the
+   manifest (`meta.sessions[s].rounding`) and the import summary. Larger negative values are real data, kept
+   as they are and recorded (`negative_responses`: session, trial, neuron) for the Poisson loss's check;
 3. writes `train/`, `val/`, `test/` shard sets. Training trials of all sessions are shuffled together, so every
    shard (and batch) mixes sessions; a shard holds at most `max_trials_per_shard` trials.
 
@@ -37,6 +42,8 @@ TIERS = {"train": "train", "training": "train", "validation": "val", "val": "val
 """Tier names of the sources -> split names of vislab. Other tiers (e.g. 'final_test') are left out."""
 OPTIONAL_FIELDS = ("behavior", "pupil_center")
 MAX_PROBLEMS = 20
+ROUNDING_RTOL = 1e-4
+"""Negative responses within this fraction of the neuron's scale are float rounding, set to 0 at import."""
 
 
 def session_key(name: str) -> str:
@@ -64,6 +71,8 @@ class SessionSource:
     """Resize images by this factor while importing (e.g. 0.25: 144x256 -> 36x64)."""
     fields: tuple[str, ...] = field(default_factory=tuple)
     """Optional per-trial fields this session has (a subset of OPTIONAL_FIELDS)."""
+    rounding_neurons: np.ndarray | None = None
+    """(neurons,) bool: neurons whose negative responses are float rounding, set to 0 (decided after the scan)."""
 
     def read(self, trial: int) -> dict[str, np.ndarray]:
         """{'image': (C, H, W), 'responses': (neurons,), optional fields} of one trial, as stored."""
@@ -81,6 +90,10 @@ class SessionSource:
         if self.image_scale != 1.0:
             image = rescale(image, self.image_scale)
         data["image"] = image
+        if self.rounding_neurons is not None:
+            responses = np.array(data["responses"], dtype=np.float64)
+            responses[self.rounding_neurons & (responses < 0)] = 0.0
+            data["responses"] = responses
         problems = check_trial(data, self.num_neurons, self.image_shape, self.where(trial))
         if problems:
             raise ConfigError(problems)
@@ -115,6 +128,39 @@ def check_trial(data: dict[str, np.ndarray], num_neurons: int, image_shape: Sequ
 
 # ------------------------------------------------------------------------------------------- scan pass
 @dataclass
+class Negatives:
+    """Per neuron, over every kept trial: the lowest response and its trial, how many are < 0, and (training
+    tier) the sum and sum of squares of the negative values (to correct the statistics when they are zeroed)."""
+
+    low: np.ndarray | None = None
+    low_trial: np.ndarray | None = None
+    count: np.ndarray | None = None
+    train: np.ndarray | None = None  # (2, neurons)
+
+    def add(self, trial: int, responses: np.ndarray, is_train: bool) -> None:
+        r = np.asarray(responses, np.float64)
+        if self.low is None:
+            self.low, self.low_trial = r.copy(), np.full(r.shape, trial, np.int64)
+            self.count, self.train = np.zeros(r.shape, np.int64), np.zeros((2, *r.shape))
+        else:
+            lower = r < self.low
+            self.low, self.low_trial = np.where(lower, r, self.low), np.where(lower, trial, self.low_trial)
+        neg = np.minimum(r, 0.0)
+        self.count += r < 0  # type: ignore[operator]
+        if is_train:
+            self.train += np.stack([neg, neg * neg])  # type: ignore[operator]
+
+    def merge(self, other: Negatives) -> Negatives:
+        if other.low is None:
+            return self
+        if self.low is None:
+            return other
+        lower = other.low < self.low
+        return Negatives(np.where(lower, other.low, self.low), np.where(lower, other.low_trial, self.low_trial),
+                         self.count + other.count, self.train + other.train)  # type: ignore[operator]
+
+
+@dataclass
 class Sums:
     """Sufficient statistics of the training trials of one session (float64; added across chunks)."""
 
@@ -123,6 +169,7 @@ class Sums:
     image: np.ndarray = field(default_factory=lambda: np.zeros(4))  # sum, sum of squares, min, max
     responses: np.ndarray | None = None  # (4, neurons): sum, sum of squares, min, max
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # (4, k) per optional field
+    negatives: Negatives = field(default_factory=Negatives)
 
     def add(self, data: dict[str, np.ndarray]) -> None:
         img = data["image"].astype(np.float64)
@@ -136,13 +183,16 @@ class Sums:
                 self.extra[name] = _accumulate(self.extra.get(name), np.asarray(data[name], np.float64).ravel(), first)
 
     def merge(self, other: Sums) -> Sums:
+        negatives = self.negatives.merge(other.negatives)  # val/test trials count too, even without training ones
         if other.n == 0:
-            return self
-        if self.n == 0:
-            return other
-        out = Sums(self.n + other.n, self.pixels + other.pixels, _combine(self.image, other.image),
-                   _combine(self.responses, other.responses))  # type: ignore[arg-type]
-        out.extra = {k: _combine(self.extra[k], other.extra[k]) for k in self.extra if k in other.extra}
+            out = self
+        elif self.n == 0:
+            out = other
+        else:
+            out = Sums(self.n + other.n, self.pixels + other.pixels, _combine(self.image, other.image),
+                       _combine(self.responses, other.responses))  # type: ignore[arg-type]
+            out.extra = {k: _combine(self.extra[k], other.extra[k]) for k in self.extra if k in other.extra}
+        out.negatives = negatives
         return out
 
 
@@ -177,9 +227,40 @@ def scan_chunk(source: SessionSource, trials: Sequence[int]) -> tuple[Sums, list
         except (OSError, ValueError, KeyError) as e:
             problems.append(f"{source.where(int(t))}: unreadable ({type(e).__name__}: {e})")
             continue
-        if TIERS.get(str(source.tiers[t])) == "train":
+        is_train = TIERS.get(str(source.tiers[t])) == "train"
+        sums.negatives.add(int(t), data["responses"], is_train)
+        if is_train:
             sums.add(data)
     return sums, problems
+
+
+def zero_rounding(source: SessionSource, sums: Sums) -> dict[str, Any]:
+    """Decide which neurons' negative responses are float rounding (see the module docstring), mark them on
+    `source` (its trials then read them as 0), correct `sums` to the zeroed values, and report both kinds."""
+    neg, acc = sums.negatives, sums.responses
+    if neg.low is None or acc is None or not (neg.low < 0).any():
+        return {}
+    scale = np.maximum(np.abs(acc[2]), np.abs(acc[3]))  # largest |response| of each neuron (training tier)
+    tolerance = ROUNDING_RTOL * np.maximum(scale, np.median(scale))
+    negative = neg.low < 0
+    rounding = negative & (neg.low >= -tolerance)
+    report: dict[str, Any] = {}
+    if rounding.any():
+        source.rounding_neurons = rounding
+        acc[0] -= np.where(rounding, neg.train[0], 0.0)  # type: ignore[index]
+        acc[1] -= np.where(rounding, neg.train[1], 0.0)  # type: ignore[index]
+        acc[2] = np.where(rounding, np.maximum(acc[2], 0.0), acc[2])
+        report["rounding"] = {"values_set_to_zero": int(neg.count[rounding].sum()),  # type: ignore[index]
+                              "neurons": int(rounding.sum()), "most_negative": float(neg.low[rounding].min()),
+                              "relative_tolerance": ROUNDING_RTOL}
+    real = negative & ~rounding
+    if real.any():
+        i = int(np.argmin(np.where(real, neg.low / np.maximum(tolerance, 1e-300), 0.0)))
+        report["negative_responses"] = {"neurons": int(real.sum()), "trial": int(neg.low_trial[i]),  # type: ignore[index]
+                                        "neuron": i, "value": float(neg.low[i]), "tolerance": float(tolerance[i])}
+        if source.unit_ids is not None:
+            report["negative_responses"]["unit_id"] = int(source.unit_ids[i])
+    return report
 
 
 def scan(sources: Sequence[SessionSource], workers: int, chunk: int = 256) -> list[Sums]:
@@ -272,8 +353,20 @@ def write_sessions(sources: Sequence[SessionSource], out: Path, *, shard_size_mb
             log(f"session {s.session}: images are {s.image_shape[1]}x{s.image_shape[2]}; configs/v1 are tuned for "
                 f"36x64 (SENSORIUM's 0.25 downsampling): consider --image-scale {36 / s.image_shape[1]:.3g}")
     totals = scan(sources, workers)
+    negatives = {s.session: zero_rounding(s, t) for s, t in zip(sources, totals, strict=True)}
     meta: dict[str, Any] = {"family": "neural",
-                            "sessions": {s.session: session_meta(s, t) for s, t in zip(sources, totals, strict=True)}}
+                            "sessions": {s.session: {**session_meta(s, t), **negatives[s.session]}
+                                         for s, t in zip(sources, totals, strict=True)}}
+    for name, found in negatives.items():
+        if "rounding" in found:
+            r = found["rounding"]
+            log(f"session {name}: {r['values_set_to_zero']} negative response value(s) of {r['neurons']} neuron(s), "
+                f"down to {r['most_negative']:.3g}, are float rounding (within {ROUNDING_RTOL:g} x the neuron's scale): "
+                "set to 0")
+        if "negative_responses" in found:
+            n = found["negative_responses"]
+            log(f"session {name}: {n['neurons']} neuron(s) have negative responses beyond float rounding, e.g. trial "
+                f"{n['trial']} neuron {n['neuron']}: {n['value']:.3g} (kept; the Poisson loss refuses them)")
     for name, info in meta["sessions"].items():
         if "tiers_left_out" in info:
             log(f"session {name}: tiers left out (not train/validation/test): {info['tiers_left_out']}")
@@ -290,8 +383,16 @@ def write_sessions(sources: Sequence[SessionSource], out: Path, *, shard_size_mb
                             size_of=lambda it: sizes[it[0]])
         manifests[split] = write_shard_set(out / split, plans, encode, workers=workers,
                                            source=family_source or ", ".join(s.path for s in sources),
-                                           meta=meta, split=split, log=log)
+                                           meta=meta, split=split, log=log, sources=partial(trial_files, tuple(sources)),
+                                           options={"image_scale": [s.image_scale for s in sources]})
     return manifests
+
+
+def trial_files(sources: Sequence[SessionSource], item: tuple[int, int]) -> list[str]:
+    """The files a trial is read from (for the shards' up-to-date check); none if the source is not per-trial files."""
+    source, trial = sources[item[0]], item[1]
+    files = getattr(source, "trial_files", None)
+    return files(trial) if files is not None else []
 
 
 def reject_options(unknown: dict[str, Any], max_side: int | None, importer: str) -> None:

@@ -55,6 +55,9 @@ class StaticSession(SessionSource):
     def _file(self, folder: str, trial: int) -> Path:
         return Path(self.path) / "data" / folder / f"{trial}.npy"
 
+    def trial_files(self, trial: int) -> list[str]:
+        return [str(self._file(name, trial)) for name in (self.inputs, self.targets, *self.fields)]
+
     def read(self, trial: int) -> dict[str, np.ndarray]:
         out = {"image": np.load(self._file(self.inputs, trial), allow_pickle=False),
                "responses": np.load(self._file(self.targets, trial), allow_pickle=False)}

@@ -157,7 +157,6 @@ def encode_options(encode: Callable[[Any], Sample], options: dict[str, Any] | No
     """The options that change a shard's bytes: `options`, plus the plain keyword arguments of a partial."""
     found: dict[str, Any] = dict(options or {})
     if isinstance(encode, partial):
-        found["__encode__"] = f"{encode.func.__module__}.{encode.func.__qualname__}"
         found.update({k: v for k, v in encode.keywords.items() if v is None or isinstance(v, str | int | float | bool)})
     return json.dumps(found, sort_keys=True, default=str)
 

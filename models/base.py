@@ -8,6 +8,7 @@ checked against a config before it is loaded and exported without the YAML that 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -86,8 +87,15 @@ class VislabModule(pl.LightningModule):
         self._eval_epoch_end("test")
 
     # ----- checkpoints carry their config -----
+    export_facts: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    """meta -> {'spec': ..., 'info': ...} (set by the assembly): stored in every checkpoint, so that anything,
+    e.g. the robustness family, rebuilds the bare network from a run directory without knowing its family."""
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CKPT_KEY] = {"config": to_dict(self.cfg), "meta": self.meta}
+        entry = {"config": to_dict(self.cfg), "meta": self.meta}
+        if self.export_facts is not None:
+            entry.update(self.export_facts(self.meta))
+        checkpoint[CKPT_KEY] = entry
 
     def log_metric_dict(self, metrics: dict[str, torch.Tensor | float], **kw: Any) -> None:
         self.log_dict({k: (v if isinstance(v, torch.Tensor) else torch.tensor(float(v))) for k, v in metrics.items()}, **kw)

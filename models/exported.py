@@ -64,24 +64,34 @@ class CheckpointNetwork:
     path: Path
     summary: dict[str, Any]
     """The run's summary.json ({} for a bare .ckpt or an unfinished run)."""
+    info: dict[str, Any]
+    """What an export's model.json would record (normalisation, input size, class names), where stored."""
 
 def network_from_checkpoint(source: str | Path,
-                            spec_of: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]) -> CheckpointNetwork:
+                            spec_of: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
+                            ) -> CheckpointNetwork:
     """Checkpoint (or run directory: its best checkpoint) -> bare network. `spec_of(config, meta)` is the
-    family's `model_spec` on the saved config. Foreign files and weights that do not fit are ConfigErrors."""
+    family's `model_spec` on the saved config; without it, the spec the checkpoint recorded (checkpoints
+    written since the family layout record it). Foreign files and weights that do not fit are ConfigErrors."""
     path, summary = best_checkpoint(Path(source))
     ck = load_checkpoint(path)
     info = ck.get(CKPT_KEY)
     if not isinstance(info, dict) or "config" not in info:
         raise ConfigError([f"{path}: not a vislab checkpoint (no '{CKPT_KEY}' entry with the run's config)"])
     meta = info.get("meta", {})
-    spec = spec_of(info["config"], meta)
+    if spec_of is not None:
+        spec = spec_of(info["config"], meta)
+    elif "spec" in info:
+        spec = info["spec"]
+    else:
+        raise ConfigError([f"{path}: written by an older vislab, this checkpoint does not record how to rebuild its "
+                           f"network; export its run first (`vislab export RUN --out DIR`) and use the export"])
     model = build_from_spec(spec)
     try:
         load_state_strict(model, model_state(ck["state_dict"]), source=str(path))
     except ValueError as e:
         raise ConfigError([str(e)]) from e
-    return CheckpointNetwork(model.eval(), info["config"], meta, spec, path, summary)
+    return CheckpointNetwork(model.eval(), info["config"], meta, spec, path, summary, info.get("info", {}))
 
 
 def read_info(directory: str | Path) -> dict[str, Any]:

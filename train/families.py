@@ -8,7 +8,7 @@ from vislab.core.config import RunConfig
 from vislab.core.errors import ConfigError
 from vislab.data.importers import Importer, importer_table
 from vislab.data.importers.imagefolder import IMPORTER as IMAGEFOLDER
-from vislab.families import classify, robustness, saliency, spikes, transfer, v1
+from vislab.families import classify, robustness, saliency, spikes, textures, transfer, v1
 from vislab.models.family import Check, Family, Simulator, Verb
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
@@ -18,6 +18,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     v1.FAMILY,
     spikes.FAMILY,
     robustness.FAMILY,
+    textures.FAMILY,
 )}
 
 

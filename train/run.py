@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from vislab.core.checkpoints import (
 from vislab.core.config import RunConfig, to_dict, to_yaml
 from vislab.core.dist import is_rank_zero
 from vislab.core.errors import ConfigError
+from vislab.models.family import Runtime
 from vislab.train.config import from_dict, load_config
 from vislab.train.families import get_family, monitor_of
 from vislab.train.heartbeat_callback import Heartbeat
@@ -172,7 +174,13 @@ def _build(cfg: RunConfig) -> tuple[Any, Any]:
     dm = runtime.datamodule(cfg)
     module = runtime.module(cfg, dm.meta)
     module.monitor = monitor_of(cfg)  # type: ignore[assignment]
+    module.export_facts = partial(export_facts, runtime, cfg)  # a partial, not a lambda: ddp_spawn pickles it
     return dm, module
+
+
+def export_facts(runtime: Runtime, cfg: RunConfig, meta: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint records to rebuild its network anywhere: the builder spec and the export info."""
+    return {"spec": runtime.model_spec(cfg, meta), "info": runtime.export_info(cfg, meta)}
 
 
 def fit(cfg: RunConfig) -> Path:

@@ -24,6 +24,9 @@ from vislab.models.exported import MODEL_JSON, load_exported
 class Normalised(nn.Module):
     """[0, 1] pixels -> (x - mean) / std -> the network's logits."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, net: nn.Module, mean: list[float], std: list[float]):
         super().__init__()
         self.net = net

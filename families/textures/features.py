@@ -74,6 +74,11 @@ class RandomMultiScale(FeatureNet):
     computes convolution, conv2d cross-correlation: both are random Gaussian filters, equal in law.
     """
 
+    direct_weight: torch.Tensor
+    fft_weight: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, filter_sizes: Sequence[int], channels_per_size: int, seed: int, layers: Sequence[str],
                  fft_above: int = 15):
         super().__init__()
@@ -104,7 +109,7 @@ class RandomMultiScale(FeatureNet):
         return self._spectrum[(h, w)]
 
     def _fft_conv(self, x: torch.Tensor) -> torch.Tensor:
-        kmax = self.fft_weight.shape[-1]
+        kmax = int(self.fft_weight.shape[-1])
         height, width = x.shape[-2:]
         # zero-padded to at least H + kmax - 1: a linear (not circular) convolution; 5-smooth sizes for fast FFTs
         h, w = fft_size(height + kmax - 1), fft_size(width + kmax - 1)
@@ -120,7 +125,7 @@ class RandomMultiScale(FeatureNet):
         x = (x - self.mean) / self.std  # (B, 3, H, W)
         parts = []
         if self.direct_sizes:
-            parts.append(F.conv2d(x, self.direct_weight, padding=self.direct_weight.shape[-1] // 2))
+            parts.append(F.conv2d(x, self.direct_weight, padding=int(self.direct_weight.shape[-1]) // 2))
         if self.fft_sizes:
             parts.append(self._fft_conv(x))
         by_group = torch.cat(parts, 1).split(self.channels_per_size, dim=1)  # direct sizes, then FFT sizes
@@ -140,6 +145,9 @@ def _canvas(kernels: list[torch.Tensor]) -> torch.Tensor:
 
 class BackboneFeatures(FeatureNet):
     """Named layers of a pretrained backbone (through `Backbone.feature_extractor`), normalised input."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, cfg: TexturesModelConfig, layers: Sequence[str], key: str = "model.layers"):
         super().__init__()

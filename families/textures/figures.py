@@ -18,7 +18,7 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 def side_by_side(images: list[torch.Tensor], height: int = 256, gap: int = 8) -> Image.Image:
     """Images scaled to one height, left to right on white."""
     tiles = [to_pil(im) for im in images]
-    tiles = [t.resize((max(1, round(t.width * height / t.height)), height), Image.LANCZOS) for t in tiles]
+    tiles = [t.resize((max(1, round(t.width * height / t.height)), height), Image.Resampling.LANCZOS) for t in tiles]
     sheet = Image.new("RGB", (sum(t.width for t in tiles) + gap * (len(tiles) - 1), height), "white")
     x = 0
     for t in tiles:
@@ -32,7 +32,7 @@ def contact_sheet(rows: list[list[Path]], height: int = 128, gap: int = 6) -> Im
     lines = []
     for row in rows:
         tiles = [Image.open(p).convert("RGB") for p in row]
-        tiles = [t.resize((max(1, round(t.width * height / t.height)), height), Image.LANCZOS) for t in tiles]
+        tiles = [t.resize((max(1, round(t.width * height / t.height)), height), Image.Resampling.LANCZOS) for t in tiles]
         line = Image.new("RGB", (sum(t.width for t in tiles) + gap * (len(tiles) - 1), height), "white")
         x = 0
         for t in tiles:

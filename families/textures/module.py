@@ -61,11 +61,11 @@ class PixelSynthesis(pl.LightningModule):
         return self.objective(self.features(x), x)
 
     def training_step(self, batch: object, batch_idx: int) -> torch.Tensor:
-        per_image = sum(self.per_image_terms().values())  # (B,)
-        self._last = per_image.detach()  # type: ignore[union-attr]
+        per_image = torch.stack(list(self.per_image_terms().values())).sum(0)  # (B,)
+        self._last = per_image.detach()
         # Independent images: a sum, so gradients do not mix. Scaled by the pixel count per image because
         # L-BFGS keeps a curvature pair only if s.y > 1e-10 (absolute): relative losses are O(1) in total.
-        return per_image.sum() * self.image[0].numel()  # type: ignore[return-value]
+        return per_image.sum() * self.image[0].numel()
 
     def on_train_batch_end(self, outputs: object, batch: object, batch_idx: int) -> None:
         step = self.global_step

@@ -10,7 +10,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -46,7 +46,7 @@ def optimise(cfg: TexturesConfig, features: FeatureNet, objective: Objective, in
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0, deterministic=cfg.trainer.deterministic)
     # the "data" is only a step counter: every step optimises the same images
-    trainer.fit(module, train_dataloaders=DataLoader(range(s.steps), batch_size=None))
+    trainer.fit(module, train_dataloaders=DataLoader(range(s.steps), batch_size=None))  # type: ignore[arg-type]
     return module.result().cpu(), module.curve
 
 
@@ -83,7 +83,8 @@ def texture_job(cfg: TexturesConfig, paths: list[Path], out: Path, rank: int = 0
         targets = {layer: torch.cat([g[layer] for g in grams]) for layer in cfg.model.layers}  # (B, C, C)
         objective = Objective(cfg.model.layers, cfg.model.layer_weights, [targets], [None],
                               style_weight=cfg.loss.style_weight, tv_weight=cfg.loss.tv_weight)
-        images, curve = None, []
+        images: torch.Tensor | None = None
+        curve: Curve = []
         for side in cfg.scale_sides():
             if images is None:
                 images = torch.cat([_init(cfg, src.image, side, seed_of(cfg, src.name, k)) for src, k in batch])
@@ -138,7 +139,8 @@ def style_job(cfg: TexturesConfig, content_path: Path, style_paths: list[Path], 
     with torch.no_grad():
         targets = [{k: gram(v) for k, v in features(s).items() if k in cfg.model.layers} for s in styles]
 
-    images, curve = None, []
+    images: torch.Tensor | None = None
+    curve: Curve = []
     for side in cfg.scale_sides():
         c = to_tensor(content_pil, side)
         c_in = rgb_to_yiq(c)[:, :1] if luminance else c  # what is optimised: (1, 1 or 3, H, W)
@@ -214,13 +216,13 @@ def finish(cfg: TexturesConfig, out: Path, records: list[dict[str, Any]], rank: 
     log_wandb(cfg, out, everything)
 
 
-def wandb_mode(cfg: TexturesConfig) -> str:
+def wandb_mode(cfg: TexturesConfig) -> Literal["online", "offline", "disabled"]:
     """Offline unless online is asked for explicitly with a key (a family may not import train.tracking)."""
     if not cfg.logger.wandb:
         return "disabled"
     env = os.environ.get("WANDB_MODE", "").lower()
     if env in ("offline", "disabled", "online"):
-        return env
+        return env  # type: ignore[return-value]
     if cfg.logger.mode == "online" and os.environ.get("WANDB_API_KEY"):
         return "online"
     return "disabled" if cfg.logger.mode == "disabled" else "offline"

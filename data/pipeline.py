@@ -70,6 +70,11 @@ def read_shard(url: str, expected: int, on_error: str, stats: _SkipStats) -> Ite
         stats.skipped += max(0, expected - n)
 
 
+def shard_samples(url: str, expected: int) -> Iterator[Sample]:
+    """Samples of one tar shard for readers outside a loader: a missing/corrupt/short shard raises ShardError."""
+    return read_shard(url, expected, "raise", _SkipStats())
+
+
 def decoded(samples: Iterator[Sample], decode: Decode, on_error: str, stats: _SkipStats) -> Iterator[Sample]:
     """`decode` of every sample; a sample that cannot be decoded (ShardError: a corrupt image, a bad array)
     raises, or with on_error='skip' is dropped with a warning and counted like a lost shard's samples."""

@@ -162,6 +162,9 @@ def build_trainer(cfg: RunConfig, run_dir: Path, loggers: list[Logger] | None = 
         callbacks.append(ModelCheckpoint(
             dirpath=ckpt_dir, filename="epoch{epoch:03d}-step{step:07d}", monitor=metric, mode=mode,
             save_top_k=t.save_top_k, save_last=True, auto_insert_metric_name=False,
+            # a run directory holds one run (vislab.train.run): a file of the same name is this run's own (e.g. a
+            # resume of a moved directory), overwritten, never joined by last-v1.ckpt
+            enable_version_counter=False,
         ))
         callbacks.append(LearningRateMonitor(logging_interval="step"))
         if t.early_stopping_patience is not None:

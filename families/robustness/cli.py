@@ -3,7 +3,7 @@ minimal adversarial perturbations (Foolbox), for any classifier.
 
     one CPU process:   vislab robustness efficientnet_lite0 --data shards/imagenette --max-images 200
     two processes:     torchrun --standalone --nproc-per-node 2 -m vislab.train.cli robustness MODEL --data ROOT
-    a Slurm job:       srun -n 8 vislab robustness exports/my-run --data /data/imagenet-shards --out runs/rob/x
+    a Slurm job:       vislab submit robustness MODEL --data ROOT --nodes 1 --gpus-per-node 4 [--dry-run]
 
 Everything is checked before any image is read: an unknown degradation or level, a level outside the
 paper's range, a model without a classification head, data whose classes do not match the model's ->
@@ -15,10 +15,17 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vislab.core.errors import ConfigError
 from vislab.families.robustness.attacks import NORMS, Norm
 from vislab.families.robustness.conditions import SUITES, parse_degradations
+
+if TYPE_CHECKING:
+    from vislab.data.manifest import Manifest
+    from vislab.families.robustness.classifier import Classifier
+    from vislab.families.robustness.dataset import Targets
+    from vislab.families.robustness.run import Settings
 
 EPILOG = """degradations (levels as in the papers; NAME:L1/L2 for a subset):
   colour (colour/greyscale), contrast (100..1 %), uniform-noise (0..0.9), low-pass (0..40 px),
@@ -58,7 +65,9 @@ def parse_norms(text: str) -> tuple[tuple[Norm, ...], list[str]]:
     return tuple(dict.fromkeys(t for t in items if t in NORMS)), problems  # type: ignore[misc]
 
 
-def main(argv: list[str]) -> int:
+def prepare(argv: list[str]) -> tuple[Settings, Classifier, Manifest, Path, Targets]:
+    """Parse and check everything before any image is read: (Settings, Classifier, Manifest, shard set
+    directory, Targets). `vislab submit robustness` calls this too, so a job is never queued to fail."""
     a = parser().parse_args(argv)
     from vislab.families.robustness import run as R  # torch and the model code: after argparse's --help
     from vislab.families.robustness.classifier import load_classifier
@@ -83,7 +92,14 @@ def main(argv: list[str]) -> int:
                           max_images=a.max_images, attack_images=a.attack_images, decision_images=a.decision_images,
                           fmn_steps=a.fmn_steps, hsj_steps=a.hsj_steps, batch_size=a.batch_size, seed=a.seed,
                           aggregation=a.aggregation, wandb=a.wandb)
+    return settings, clf, manifest, directory, tgt
+
+
+def main(argv: list[str]) -> int:
+    from vislab.families.robustness import run as R
+
+    settings, clf, manifest, directory, tgt = prepare(argv)
     R.run(settings, clf, manifest, directory, tgt)
     if R.global_rank() == 0:
-        print(out, flush=True)
+        print(settings.out, flush=True)
     return 0

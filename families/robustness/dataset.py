@@ -17,7 +17,7 @@ from torchvision.transforms import v2
 from vislab.core.errors import ConfigError
 from vislab.data.images import decode_bytes, image_bytes
 from vislab.data.manifest import MANIFEST, Manifest, ShardError
-from vislab.data.pipeline import _SkipStats, read_shard
+from vislab.data.pipeline import shard_samples
 from vislab.families.robustness.classifier import Classifier
 from vislab.families.robustness.humans import load_categories
 
@@ -103,7 +103,7 @@ def read_images(directory: Path, manifest: Manifest, rank: int, world_size: int,
     for url, info in zip(manifest.urls(directory), manifest.shards, strict=True):
         if i >= limit:
             break
-        for sample in read_shard(url, info.count, "raise", _SkipStats()):
+        for sample in shard_samples(url, info.count):
             if i >= limit:
                 break
             if i % world_size == rank:

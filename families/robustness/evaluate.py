@@ -54,9 +54,10 @@ def classify_degraded(net: torch.nn.Module, images: Images, degradation: str, le
     """(16-class decisions, top-1 outputs) of this rank's images under one condition."""
     pred16: list[int] = []
     top1: list[int] = []
+    device = next(net.buffers()).device  # the model's device (its normalisation buffers)
     for start in range(0, len(images.keys), batch_size):
         keys = images.keys[start:start + batch_size]
-        x = images.pixels[start:start + batch_size].float() / 255  # (B, 3, 224, 224) in [0, 1]
+        x = images.pixels[start:start + batch_size].to(device).float() / 255  # (B, 3, 224, 224) in [0, 1]
         seeds = [image_seed(seed, k, degradation, level) for k in keys]
         x = conditions.apply(degradation, level, x, seeds).clamp(0, 1)
         logits = net(x)  # (B, num_classes)

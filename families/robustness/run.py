@@ -46,10 +46,19 @@ class Settings:
 
 
 def setup_distributed() -> tuple[int, int]:
+    """(rank, world size) under torchrun or srun (MASTER_ADDR / MASTER_PORT from the launcher or the batch
+    script). gloo even on GPUs: only small Python objects (decisions, distances) are gathered."""
     world = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", rank=global_rank(), world_size=world)
+        dist.init_process_group("gloo", rank=global_rank(), world_size=world)
     return global_rank(), world
+
+
+def device() -> torch.device:
+    """This process's GPU (LOCAL_RANK, or SLURM_LOCALID under srun), else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0"))))
 
 
 def _progress_bar(total: int, rank: int) -> Any:
@@ -69,8 +78,9 @@ def _attack_norm(clf: Classifier, images: Images, targets: Targets, norm: A.Norm
         dists_all = load_done(path, key)
         if dists_all is None:
             mine = [i for i, g in enumerate(images.index) if g < limit]
-            x = images.pixels[mine].float() / 255
-            dists = A.minimal_distances(clf.net, x, y_all[mine], norm, method, steps) if mine else []  # type: ignore[arg-type]
+            dev = clf.net.mean.device
+            x = images.pixels[mine].to(dev).float() / 255
+            dists = A.minimal_distances(clf.net, x, y_all[mine].to(dev), norm, method, steps) if mine else []  # type: ignore[arg-type]
             parts = gather(([images.index[i] for i in mine], dists))
             dists_all = [d for _, d in sorted((g, d) for idx, ds in parts for g, d in zip(idx, ds, strict=True))]
             if global_rank() == 0:
@@ -131,7 +141,7 @@ def run(s: Settings, clf: Classifier, manifest: Manifest, directory: Path, targe
     out = Path(s.out)
     t0 = time.time()
     images = read_images(directory, manifest, rank, world, s.max_images)
-    clf.net.eval()
+    clf.net.eval().to(device())
     torch.manual_seed(s.seed)
     fp = {"model": s.model, "data": str(directory), "seed": s.seed, "max_images": s.max_images,
           "aggregation": s.aggregation, "world_independent": True}

@@ -3,6 +3,7 @@
     vislab submit CONFIG [key=value ...] [--nodes N --gpus-per-node G --cpus-per-task C --mem M --time T
                   --partition P --account A --qos Q --constraint X] [--sweep sweep.yaml [--max-parallel K]]
                   [--dry-run]
+    vislab submit robustness MODEL --data ROOT [its flags] [--nodes N --gpus-per-node G ...] [--dry-run]
 
 Resources come from the config's `slurm:` section, overridden by the flags. `--nodes` and
 `--gpus-per-node` are `trainer.num_nodes` and `trainer.devices` (one task per device, Lightning's
@@ -327,7 +328,55 @@ def record_submission(job: Job, job_id: str) -> None:
         (d / SUBMIT_FILE).write_text(json.dumps(info, indent=1))
 
 
+def verb_parser() -> argparse.ArgumentParser:
+    """`vislab submit robustness ...`: the resource flags; everything else goes to the verb."""
+    p = argparse.ArgumentParser(prog="vislab submit robustness", allow_abbrev=False, add_help=False)
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node (one task each)")
+    p.add_argument("--tasks-per-node", type=int, help="processes per node (default: one per GPU, else 1)")
+    p.add_argument("--cpus-per-task", type=int, default=4)
+    p.add_argument("--time", default="12:00:00")
+    for name in ("mem", "partition", "account", "qos", "constraint"):
+        p.add_argument(f"--{name}")
+    p.add_argument("--dry-run", action="store_true")
+    return p
+
+
+def submit_verb(argv: list[str]) -> int:
+    """`vislab submit robustness MODEL --data ROOT [verb flags] [resource flags] [--dry-run]`: the verb's
+    arguments are checked by the verb itself, the resources against the cluster, then one job is queued."""
+    from vislab.families.robustness.slurm import SCRIPT_FILE, job_script  # torch: kept off the CLI's start-up path
+
+    args, rest = verb_parser().parse_known_args(argv[1:])
+    tasks = args.tasks_per_node or max(1, args.gpus_per_node)
+    res = Resources(nodes=args.nodes, ntasks_per_node=tasks, gpus_per_node=args.gpus_per_node,
+                    cpus_per_task=args.cpus_per_task, time=args.time, partition=args.partition, account=args.account,
+                    qos=args.qos, constraint=args.constraint, mem=args.mem)
+    if time_seconds(args.time) is None:
+        raise ConfigError([f"--time {args.time!r} is not a Slurm time (minutes, H:M:S, D-H:M:S, ...)"])
+    lines = [f"#SBATCH --nodes={res.nodes}", f"#SBATCH --ntasks-per-node={tasks}",
+             f"#SBATCH --cpus-per-task={res.cpus_per_task}", f"#SBATCH --time={res.time}",
+             *([f"#SBATCH --gpus-per-node={res.gpus_per_node}"] if res.gpus_per_node else []),
+             *(f"#SBATCH {o}" for o in res.optional_lines())]
+    command = shlex.join(["vislab", "submit", *(a for a in argv if a != "--dry-run")])
+    script, out = job_script(rest, lines, sys.executable, command)
+    if cluster.available():
+        check_cluster(res)
+        cluster.sbatch(script, test_only=True)
+    elif not args.dry_run:
+        raise ConfigError(["sbatch not found: this machine is not a Slurm submit host"])
+    if args.dry_run:
+        print(script, end="")
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SCRIPT_FILE).write_text(script)
+    print(f"job {cluster.sbatch(out / SCRIPT_FILE)}\n{out}")
+    return 0
+
+
 def submit(argv: list[str]) -> int:
+    if argv[:1] == ["robustness"]:  # an evaluation verb as a job, not a training config
+        return submit_verb(argv)
     args = parser().parse_intermixed_args(argv)
     command = shlex.join(["vislab", "submit", *(a for a in argv if a != "--dry-run")])  # what submits this script
     sweep = load_sweep(args.sweep) if args.sweep else None

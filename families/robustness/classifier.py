@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 from torch import nn
-
 from torchvision.transforms import v2
 
 from vislab.core.checkpoints import CONFIG_FILE

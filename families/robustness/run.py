@@ -150,7 +150,7 @@ def run(s: Settings, clf: Classifier, manifest: Manifest, directory: Path, targe
     results = evaluate_all(clf.net, images, s.plan, targets, out, fp, seed=s.seed, batch_size=s.batch_size,
                            how=s.aggregation, rank=rank, progress=progress)
     bar.close()
-    attack_results = {norm: _attack_norm(clf, images, targets, norm, s, out, fp) for norm in s.norms}
+    attack_results: dict[str, Any] = {norm: _attack_norm(clf, images, targets, norm, s, out, fp) for norm in s.norms}
     n_total = sum(gather(len(images.keys)))
     payload = {"model": s.model, "data": str(directory), "n_images": n_total, "world_size": world,
                "settings": {k: v for k, v in asdict(s).items() if k != "plan"}, "plan": {k: list(v) for k, v in s.plan.items()},

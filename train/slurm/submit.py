@@ -345,7 +345,8 @@ def verb_parser() -> argparse.ArgumentParser:
 def submit_verb(argv: list[str]) -> int:
     """`vislab submit robustness MODEL --data ROOT [verb flags] [resource flags] [--dry-run]`: the verb's
     arguments are checked by the verb itself, the resources against the cluster, then one job is queued."""
-    from vislab.families.robustness.slurm import SCRIPT_FILE, job_script  # torch: kept off the CLI's start-up path
+    # torch and the model code: kept off the CLI's start-up path
+    from vislab.families.robustness.slurm import SCRIPT_FILE, job_script
 
     args, rest = verb_parser().parse_known_args(argv[1:])
     tasks = args.tasks_per_node or max(1, args.gpus_per_node)

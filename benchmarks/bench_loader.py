@@ -6,7 +6,7 @@ uint8 tensor, collate), the same batch size and the same number of worker proces
 
   imagefolder  torchvision.datasets.ImageFolder (PIL decode) + DataLoader(shuffle=True)
   vislab       WebDataset shards -> TrainStream (resampled, shuffled) -> StreamLoader, torchvision.io decode
-  webdataset   the same shards through webdataset's documented pipeline: WebDataset(resampled, shardshuffle)
+  webdataset   the same shards through webdataset's documented pipeline: WebDataset(resampled=True)
                .shuffle(1000).map(decode + transforms).batched -> WebLoader, the same decoder as vislab
   ceiling      decode + transform only: the same DataLoader and workers over JPEG bytes already in RAM
                (no file IO, no tar parsing, no shuffle buffer): what any loader with this decoder can reach
@@ -67,7 +67,7 @@ def webdataset(root: Path, crop: int, bs: int, workers: int, n: int) -> float:
     def sample(s: dict) -> dict:
         return {"image": tf(decode_bytes(s["jpg"] if "jpg" in s else s["jpeg"])), "label": int(s["cls"])}
 
-    ds = (wds.WebDataset(urls, resampled=True, shardshuffle=True, nodesplitter=wds.split_by_node)
+    ds = (wds.WebDataset(urls, resampled=True, shardshuffle=False, nodesplitter=wds.split_by_node)  # resampled: shards drawn at random
           .shuffle(1000).map(sample).batched(bs, partial=False))
     return rate(wds.WebLoader(ds, batch_size=None, num_workers=workers, prefetch_factor=4), n)
 

@@ -19,14 +19,16 @@ class BackboneConfig:
     """Which pretrained network, and where its weights come from."""
 
     name: str = "efficientnet_lite0"
-    """Architecture: a torchvision classification model name ('resnet50', 'convnext_tiny', ...) or 'efficientnet_lite0'."""
+    """Architecture: a torchvision classification model name ('resnet50', 'convnext_tiny', ...), 'efficientnet_lite0',
+    or a timm architecture as 'timm/<name>' ('timm/convnext_tiny'; weights from the Hugging Face hub cache)."""
     weights: str | None = "DEFAULT"
     """'DEFAULT' or an enum member ('IMAGENET1K_V2', 'ResNet50_Weights.IMAGENET1K_V2'); a vislab export
     directory; a .safetensors/.pt/.pth file; null = random initialisation."""
     key_map: dict[str, str] = field(default_factory=dict)
     """Key-prefix renames for weights files, e.g. {'module.encoder.': ''}; first matching prefix wins."""
     download: bool = True
-    """Download torchvision weights missing from the torch hub cache (off: the cache only)."""
+    """Download weights missing from the torch hub cache (torchvision) or the Hugging Face hub cache (timm);
+    off: the caches only."""
 
 def _close(a: list[float] | None, b: list[float] | None) -> bool:
     return a is None or b is None or (len(a) == len(b) and all(math.isclose(x, y, abs_tol=1e-4) for x, y in zip(a, b, strict=True)))

@@ -6,7 +6,7 @@ beside the model, and minimal adversarial perturbations (Foolbox). Evaluation on
 
 Modules: `degradations` (the papers' image manipulations, batched), `conditions` (names, levels, ranges),
 `humans` (16-class mapping, decision, human accuracies), `classifier`, `dataset`, `evaluate`, `attacks`,
-`figures`, `run`, `cli`.
+`figures`, `run`, `cli`, `slurm` (the job script of `vislab submit robustness`).
 """
 
 from __future__ import annotations

@@ -334,6 +334,7 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None, schem
     if problems:
         raise ConfigError(problems)
     merged = OmegaConf.merge(schema, user, over)
+    assert isinstance(merged, DictConfig)  # a structured schema merges into a DictConfig
     written = interpolations(OmegaConf.to_container(merged, resolve=False))
     overridden = set(_dotted_keys(over))
     check_interpolations(merged, written, lambda key: "command line" if key in overridden else str(path))

@@ -146,12 +146,12 @@ class Backbone(nn.Module):
         layout = layout_of(arch)
         self.arch = arch
         self.meta = meta or WeightsMeta()
-        self.body = _extractor(net, {layout.feature_node: "features"})
+        self.body: nn.Module = _extractor(net, {layout.feature_node: "features"})
         self.pool: nn.Module = getattr(net, layout.pool) if layout.pool else nn.AdaptiveAvgPool2d(1)
         head = _flat_modules([getattr(net, name) for name in layout.head])
         if not isinstance(head[-1], nn.Linear):
             raise ValueError(f"{arch}: the head {layout.head} does not end in nn.Linear")
-        self.pre_logits = nn.Sequential(*head[:-1])
+        self.pre_logits: nn.Module = nn.Sequential(*head[:-1])
         self.classifier: nn.Module = head[-1]
         self.num_features: int = head[-1].in_features
         self.flatten_first = layout.flatten_first
@@ -215,7 +215,7 @@ class FeatureExtractor(nn.Module):
         super().__init__()
         self.layers = layers
         self.frozen = frozen
-        self.body = _extractor(net, {layer: layer for layer in layers})
+        self.body: nn.Module = _extractor(net, {layer: layer for layer in layers})
         if frozen:
             self.body.requires_grad_(False)
         self.channels, self.strides = self._probe(input_size)
@@ -289,7 +289,7 @@ class TimmFeatureExtractor(FeatureExtractor):
 
     def __init__(self, net: nn.Module, layers: list[str], frozen: bool = True):
         nn.Module.__init__(self)
-        info = {str(f["module"]): (i, f) for i, f in enumerate(net.feature_info)}  # type: ignore[union-attr]
+        info = {str(f["module"]): (i, f) for i, f in enumerate(net.feature_info)}  # type: ignore[union-attr,arg-type]
         self.layers = layers
         self.frozen = frozen
         self.indices = sorted({info[layer][0] for layer in layers})

@@ -120,8 +120,8 @@ class RunState(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self._group is None and dist.is_available() and dist.is_initialized() and dist.get_backend() != "gloo":
             self._group = dist.new_group(backend="gloo")  # CPU objects: keep them off the NCCL stream
-        dm = trainer.datamodule
-        self._hashes = dm.manifest_hashes() if hasattr(dm, "manifest_hashes") else None
+        dm = getattr(trainer, "datamodule", None)  # set by Lightning once fit starts
+        self._hashes = dm.manifest_hashes() if dm is not None and hasattr(dm, "manifest_hashes") else None
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         # every rank dumps the checkpoint (Lightning), rank 0 writes it: gather all ranks' states into it

@@ -144,7 +144,7 @@ class Negatives:
             self.count, self.train = np.zeros(r.shape, np.int64), np.zeros((2, *r.shape))
         else:
             lower = r < self.low
-            self.low, self.low_trial = np.where(lower, r, self.low), np.where(lower, trial, self.low_trial)
+            self.low, self.low_trial = np.where(lower, r, self.low), np.where(lower, trial, self.low_trial)  # type: ignore[arg-type]
         neg = np.minimum(r, 0.0)
         self.count += r < 0  # type: ignore[operator]
         if is_train:
@@ -156,7 +156,7 @@ class Negatives:
         if self.low is None:
             return other
         lower = other.low < self.low
-        return Negatives(np.where(lower, other.low, self.low), np.where(lower, other.low_trial, self.low_trial),
+        return Negatives(np.where(lower, other.low, self.low), np.where(lower, other.low_trial, self.low_trial),  # type: ignore[arg-type]
                          self.count + other.count, self.train + other.train)  # type: ignore[operator]
 
 

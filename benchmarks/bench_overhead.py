@@ -44,13 +44,13 @@ def config(tmp: str, steps: int, bs: int):
 
 def plain_loop(cfg, data: list[dict]) -> list[float]:
     torch.manual_seed(0)
-    module = ClassifierModule(cfg)  # same nn.Module, mean/std buffers; no Trainer
-    model, mean, std = module.model.train(), module.mean, module.std
+    module = ClassifierModule(cfg)  # same nn.Module and PixelNormalise; no Trainer
+    model, normalise = module.model.train(), module.normalise
     opt = build_optimizer(decay_groups(model, cfg.optim.weight_decay, True), cfg.optim)
     sched = build_scheduler(opt, cfg.optim, len(data), len(data))
     times, t = [], time.perf_counter()
     for b in data:
-        x = (b["image"].float() - mean) / std
+        x = normalise(b["image"])
         loss = F.cross_entropy(model(x), b["label"])
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -13,7 +13,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
+from sklearn.datasets import load_sample_images
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -85,3 +88,16 @@ def needs_shared(*parts: str) -> Path:
     if not path.exists():
         skip_unless_ci(f"{path} not present (real data lives in ../shared/data on the lab machines)")
     return path
+
+
+# the textures tests' real photos (they ship with scikit-learn), written as files for the CLI
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("photos")
+    found = {}
+    data = load_sample_images()
+    for name, array in zip(data.filenames, data.images, strict=True):
+        stem = Path(name).stem
+        Image.fromarray(np.asarray(array)).save(out / f"{stem}.jpg")
+        found[stem] = out / f"{stem}.jpg"
+    return found

@@ -70,8 +70,14 @@ def prepare(argv: list[str]) -> tuple[Settings, Classifier, Manifest, Path, Targ
     directory, Targets). `vislab submit robustness` calls this too, so a job is never queued to fail."""
     a = parser().parse_args(argv)
     from vislab.families.robustness import run as R  # torch and the model code: after argparse's --help
-    from vislab.families.robustness.classifier import load_classifier
-    from vislab.families.robustness.dataset import data_classes, shard_set, targets
+    from vislab.families.robustness.classifier import (
+        load_classifier,  # torch and Lightning: kept off the CLI's start-up path
+    )
+    from vislab.families.robustness.dataset import (  # torch and Lightning: kept off the CLI's start-up path
+        data_classes,
+        shard_set,
+        targets,
+    )
 
     plan, problems = parse_degradations(a.degradations or ",".join(SUITES[a.suite]))
     norms, norm_problems = parse_norms(a.attacks)
@@ -96,7 +102,7 @@ def prepare(argv: list[str]) -> tuple[Settings, Classifier, Manifest, Path, Targ
 
 
 def main(argv: list[str]) -> int:
-    from vislab.families.robustness import run as R
+    from vislab.families.robustness import run as R  # torch and Lightning: kept off the CLI's start-up path
 
     settings, clf, manifest, directory, tgt = prepare(argv)
     R.run(settings, clf, manifest, directory, tgt)

@@ -157,7 +157,10 @@ def run(s: Settings, clf: Classifier, manifest: Manifest, directory: Path, targe
                "degradations": results, "attacks": attack_results, "seconds": round(time.time() - t0, 1),
                "human_data": "bethgelab/model-vs-human raw-data (see families/robustness/data/human_accuracy.json)"}
     if rank == 0:
-        from vislab.families.robustness.figures import perturbation_histogram, psychometric_curves
+        from vislab.families.robustness.figures import (  # torch and Lightning: kept off the CLI's start-up path
+            perturbation_histogram,
+            psychometric_curves,
+        )
 
         atomic_write_text(out / "robustness.json", json.dumps(_json_safe(payload), indent=1) + "\n")
         pngs = psychometric_curves(results, out, Path(s.model).name)

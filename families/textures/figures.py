@@ -49,7 +49,7 @@ def loss_curve(curve: list[tuple[int, float]], path: Path, title: str) -> None:
     import matplotlib  # slow import, figures only
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib: only when a figure is drawn
 
     fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
     steps, values = zip(*curve, strict=True) if curve else ((), ())

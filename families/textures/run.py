@@ -15,6 +15,7 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from vislab.core.config import to_dict, to_yaml
@@ -29,7 +30,7 @@ from vislab.families.textures.losses import (
     rgb_to_yiq,
     yiq_to_rgb,
 )
-from vislab.families.textures.metrics import GramEvaluator
+from vislab.families.textures.metrics import GramEvaluator, centre_square
 from vislab.families.textures.module import PixelSynthesis, seeded_noise, spectrum_noise
 from vislab.families.textures.schema import TexturesConfig
 from vislab.families.textures.synthesize import Source, open_image, seed_of, shard_sources, to_tensor
@@ -48,14 +49,6 @@ def optimise(cfg: TexturesConfig, features: FeatureNet, objective: Objective, in
     # the "data" is only a step counter: every step optimises the same images
     trainer.fit(module, train_dataloaders=DataLoader(range(s.steps), batch_size=None))  # type: ignore[arg-type]
     return module.result().cpu(), module.curve
-
-
-def square(image: torch.Tensor, side: int) -> torch.Tensor:
-    """Centre square of (1, C, H, W) resized to side x side (the spectrum init's template)."""
-    h, w = image.shape[-2:]
-    k = min(h, w)
-    crop = image[..., (h - k) // 2:(h - k) // 2 + k, (w - k) // 2:(w - k) // 2 + k]
-    return F.interpolate(crop, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
 
 
 def layer_distances(features: FeatureNet, objective: Objective, images: torch.Tensor) -> dict[str, list[float]]:
@@ -78,37 +71,47 @@ def texture_job(cfg: TexturesConfig, paths: list[Path], out: Path, rank: int = 0
     for i in range(0, len(jobs), cfg.data.batch_size):
         batch = jobs[i:i + cfg.data.batch_size]
         t0 = time.time()
-        with torch.no_grad():
-            grams = [{k: gram(v) for k, v in features(src.image).items()} for src, _ in batch]
-        targets = {layer: torch.cat([g[layer] for g in grams]) for layer in cfg.model.layers}  # (B, C, C)
-        objective = Objective(cfg.model.layers, cfg.model.layer_weights, [targets], [None],
-                              style_weight=cfg.loss.style_weight, tv_weight=cfg.loss.tv_weight)
         images: torch.Tensor | None = None
+        start: torch.Tensor | None = None
         curve: Curve = []
         for side in cfg.scale_sides():
+            objective = texture_objective(cfg, features, [src.image for src, _ in batch], side)
             if images is None:
-                images = torch.cat([_init(cfg, src.image, side, seed_of(cfg, src.name, k)) for src, k in batch])
+                images = start = torch.cat([_init(cfg, src.image, side, seed_of(cfg, src.name, k)) for src, k in batch])
             else:  # coarse-to-fine: the previous scale, upsampled, is the next start
                 images = F.interpolate(images, size=(side, side), mode="bilinear", align_corners=False)
             offset = curve[-1][0] if curve else 0
             images, part = optimise(cfg, features, objective, images)
             curve += [(offset + step, losses) for step, losses in part]
-        assert images is not None
+        assert images is not None and start is not None
         dist = layer_distances(features, objective, images)
         seconds = (time.time() - t0) / len(batch)
+        if start.shape[-2:] != images.shape[-2:]:  # coarse-to-fine: the start at the result's size
+            start = F.interpolate(start, size=images.shape[-2:], mode="bilinear", align_corners=False)
         for j, (src, k) in enumerate(batch):
             name = src.name if cfg.data.samples_per_source == 1 else f"{src.name}_{k}"
             others = [s.image for s in sources if s is not src][:4]
-            metrics = evaluator.evaluate(images[j:j + 1], src.image, others) if evaluator else {}
-            records.append(write_outputs(out, name, src.image, images[j:j + 1],
+            metrics = evaluator.evaluate(images[j:j + 1], src.image, start[j:j + 1], others) if evaluator else {}
+            records.append(write_outputs(out, name, centre_square(src.image, images.shape[-1]), images[j:j + 1],
                                          [(step, losses[j]) for step, losses in curve],
                                          {k2: v[j] for k2, v in dist.items()}, metrics, seconds))
     finish(cfg, out, records, rank, size, kind="texture")
 
 
+def texture_objective(cfg: TexturesConfig, features: FeatureNet, sources: list[torch.Tensor], side: int) -> Objective:
+    """Gram targets of each source's centre square at the synthesised side (source and result the same size,
+    as Ustyuzhaninov et al. do: with 'same' zero padding the border's share of the positions, and so the
+    Gram matrix, depends on the image size, and a 55 px filter reaches 27 px in from every edge)."""
+    with torch.no_grad():
+        grams = [{k: gram(v) for k, v in features(centre_square(s, side)).items()} for s in sources]
+    targets = {layer: torch.cat([g[layer] for g in grams]) for layer in cfg.model.layers}  # (B, C, C)
+    return Objective(cfg.model.layers, cfg.model.layer_weights, [targets], [None], style_weight=cfg.loss.style_weight,
+                     tv_weight=cfg.loss.tv_weight, range_weight=cfg.loss.range_weight)
+
+
 def _init(cfg: TexturesConfig, source: torch.Tensor, side: int, seed: int) -> torch.Tensor:
-    if cfg.synth.init == "spectrum":
-        return spectrum_noise(square(source, side), seed)
+    if cfg.synth.init == "spectrum":  # clamped: the start must be a valid image (random phases overshoot [0, 1])
+        return spectrum_noise(centre_square(source, side), seed).clamp(0, 1)
     if cfg.synth.init == "content":
         raise ConfigError(["'synth.init'=content is for style transfer; textures start from 'spectrum' or 'noise'"])
     return seeded_noise(1, 3, side, side, seed)
@@ -152,9 +155,10 @@ def style_job(cfg: TexturesConfig, content_path: Path, style_paths: list[Path], 
         objective = Objective(cfg.model.layers, cfg.model.layer_weights, targets, region_masks,
                               style_weight=cfg.loss.style_weight, content_layer=cfg.model.content_layer,
                               content_target=content_target, content_weight=cfg.loss.content_weight,
-                              tv_weight=cfg.loss.tv_weight)
+                              tv_weight=cfg.loss.tv_weight, range_weight=cfg.loss.range_weight)
         if images is None:
-            images = c_in.clone() if cfg.synth.init == "content" else seeded_noise(1, c_in.shape[1], *c_in.shape[-2:], cfg.seed)
+            height, width = c_in.shape[-2:]
+            images = c_in.clone() if cfg.synth.init == "content" else seeded_noise(1, c_in.shape[1], height, width, cfg.seed)
         else:
             images = F.interpolate(images, size=c_in.shape[-2:], mode="bilinear", align_corners=False)
         offset = curve[-1][0] if curve else 0
@@ -169,7 +173,6 @@ def style_job(cfg: TexturesConfig, content_path: Path, style_paths: list[Path], 
 
 
 def open_mask(path: Path) -> Any:
-    from PIL import Image
 
     try:
         with Image.open(path) as im:

@@ -76,6 +76,9 @@ class TexturesLossConfig:
     """Style transfer only (weight of the content loss at `model.content_layer`)."""
     tv_weight: float = 0.0
     """Total variation of the image (smoothness prior)."""
+    range_weight: float = 10.0
+    """Penalty on pixels outside [0, 1] (mean squared excess): keeps the optimised image the one that is saved
+    (the result is clamped to [0, 1]; unconstrained L-BFGS leaves pixels at -0.9 ... 2.1)."""
     color: Literal["none", "luminance", "histogram"] = "none"
     """Style transfer colour preservation (Gatys et al. 2016): 'luminance' transfers style on the luminance
     channel only and keeps the content's chroma (YIQ); 'histogram' first gives the style image the content's
@@ -116,7 +119,10 @@ class TexturesEvalConfig:
     network: str | None = "efficientnet_lite0"
     """Backbone measuring Gram distances (None: skip the evaluation)."""
     weights: str | None = "DEFAULT"
-    layers: list[str] = field(default_factory=lambda: ["_blocks.0", "_blocks.2", "_blocks.4", "_blocks.8", "_blocks.13"])
+    layers: list[str] = field(default_factory=lambda: ["_blocks.0", "_blocks.2", "_blocks.4", "_blocks.7", "_blocks.10"])
+    """Layers whose Gram matrices are compared. Default: the last block of each EfficientNet-Lite0 stage up to
+    stride 16 (strides 2, 4, 8, 16, 16), as Gatys et al. used VGG-19 up to pool4 (stride 16); stride-32 blocks
+    have 2x2 ... 8x8 positions at these sizes, too few for a Gram matrix."""
 
 
 @dataclass

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from vislab.core.config import load_config
@@ -79,9 +80,8 @@ def open_image(path: Path, min_side: int, what: str = "image") -> Image.Image:
 
 def to_tensor(image: Image.Image, side: int) -> torch.Tensor:
     """PIL RGB -> (1, 3, H, W) in [0, 1], shorter side resized (antialiased) to `side`."""
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
+    import torch  # torch: kept off the CLI's start-up path
+    import torch.nn.functional as F  # torch: kept off the CLI's start-up path
 
     x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
     h, w = x.shape[-2:]
@@ -92,9 +92,12 @@ def to_tensor(image: Image.Image, side: int) -> torch.Tensor:
 
 def shard_sources(cfg: TexturesConfig, rank: int, size: int) -> list[Source]:
     """This rank's share of a shard set (exact-once reader), decoded and checked."""
-    from vislab.data.images import image_bytes
-    from vislab.data.manifest import ShardError, check_shard_set
-    from vislab.data.pipeline import EvalStream
+    from vislab.data.images import image_bytes  # torch and Lightning: kept off the CLI's start-up path
+    from vislab.data.manifest import (  # torch and Lightning: kept off the CLI's start-up path
+        ShardError,
+        check_shard_set,
+    )
+    from vislab.data.pipeline import EvalStream  # torch and Lightning: kept off the CLI's start-up path
 
     try:
         manifest = check_shard_set(cfg.data.root)

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, skip_unless_ci
 
 from vislab.data.features import extract_features
 from vislab.data.manifest import MANIFEST, Manifest, ShardError, atomic_write_text
@@ -93,12 +93,12 @@ def test_an_unreadable_manifest_or_shard_is_one_line_naming_it(tmp_path: Path) -
 # the rest), so for it the files' "other" permission bits decide, as for any other user of a shared /data.
 def _owner_account() -> pwd.struct_passwd:
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv (file modes are checked above)")
+        skip_unless_ci("needs root and setpriv (file modes are checked above)")
     try:
         return pwd.getpwnam(OTHER)
     except KeyError:
         if shutil.which("useradd") is None:
-            pytest.skip("no useradd on this machine")
+            skip_unless_ci("no useradd on this machine")
         subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", OTHER], check=True)
         return pwd.getpwnam(OTHER)
 

@@ -106,6 +106,11 @@ else
     ip addr add "$NET.254/24" dev "$BRIDGE"
     ip link set "$BRIDGE" up
   fi
+  # A Docker host sets the FORWARD policy to DROP and loads br_netfilter, which then drops the traffic between
+  # the node namespaces on this bridge: let the bridge's own traffic through (idempotent).
+  if command -v iptables >/dev/null 2>&1 && ! iptables -C FORWARD -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT 2>/dev/null; then
+    iptables -I FORWARD -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT 2>/dev/null || log "warning: could not add an iptables FORWARD rule for $BRIDGE"
+  fi
   NODELINES=""
   for i in $(seq "$NODES"); do
     name="vnode$i" ns="vislab-vnode$i"

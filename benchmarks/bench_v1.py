@@ -58,24 +58,23 @@ def encoder(neurons: int, readout: str = "gaussian") -> Any:  # the SOTA core + 
     return build_encoder(SOTA_CORE, ro, {"s": {"num_neurons": neurons, "image_shape": [1, H, W]}}, "elu1")
 
 
-def child_plain(neurons: int, steps: int, batch: int) -> dict[str, Any]:
+def time_loop(model: Any, forward: Any, after_step: Any, neurons: int, steps: int, batch: int) -> dict[str, Any]:
+    """The in-memory loop both peers run: the same data, Poisson loss, penalties and Adam (2 warm-up steps)."""
     import torch
     import torch.nn.functional as F
 
-    torch.manual_seed(0)
-    model = encoder(neurons)
     opt = torch.optim.Adam(model.parameters(), lr=0.009)
     x = torch.randn(8, batch, 1, H, W)
     y = torch.poisson(torch.full((8, batch, neurons), 1.0))
     scale = math.sqrt(SENSORIUM_TRIALS / batch)
 
     def step(i: int) -> None:
-        rates = model(x[i % 8], "s")
+        rates = forward(x[i % 8])
         loss = scale * F.poisson_nll_loss(rates, y[i % 8], log_input=False, reduction="sum") + model.regularizer()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        model.constrain()
+        after_step()
 
     for i in range(2):
         step(i)
@@ -84,6 +83,14 @@ def child_plain(neurons: int, steps: int, batch: int) -> dict[str, Any]:
         step(i)
     dt = time.perf_counter() - t0
     return {"samples_per_s": steps * batch / dt, "peak_rss_mb": peak_rss_mb()}
+
+
+def child_plain(neurons: int, steps: int, batch: int) -> dict[str, Any]:
+    import torch
+
+    torch.manual_seed(0)
+    model = encoder(neurons)
+    return time_loop(model, lambda x: model(x, "s"), model.constrain, neurons, steps, batch)
 
 
 def neuralpredictors_encoder(neurons: int) -> Any:
@@ -119,29 +126,10 @@ def neuralpredictors_encoder(neurons: int) -> Any:
 
 def child_neuralpredictors(neurons: int, steps: int, batch: int) -> dict[str, Any]:
     import torch
-    import torch.nn.functional as F
 
     torch.manual_seed(0)
     model = neuralpredictors_encoder(neurons)
-    opt = torch.optim.Adam(model.parameters(), lr=0.009)
-    x = torch.randn(8, batch, 1, H, W)
-    y = torch.poisson(torch.full((8, batch, neurons), 1.0))
-    scale = math.sqrt(SENSORIUM_TRIALS / batch)
-
-    def step(i: int) -> None:
-        rates = model(x[i % 8])
-        loss = scale * F.poisson_nll_loss(rates, y[i % 8], log_input=False, reduction="sum") + model.regularizer()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    for i in range(2):
-        step(i)
-    t0 = time.perf_counter()
-    for i in range(steps):
-        step(i)
-    dt = time.perf_counter() - t0
-    return {"samples_per_s": steps * batch / dt, "peak_rss_mb": peak_rss_mb()}
+    return time_loop(model, model, lambda: None, neurons, steps, batch)
 
 
 def child_vislab(neurons: int, steps: int, batch: int, data: str) -> dict[str, Any]:

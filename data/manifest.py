@@ -76,7 +76,7 @@ def current_umask() -> int:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("Umask:"):
                 return int(line.split()[1], 8)
-    except OSError:
+    except OSError:  # no /proc (not Linux): fall back to setting and restoring the umask below
         pass
     mask = os.umask(0o022)
     os.umask(mask)

@@ -92,7 +92,7 @@ def test_tensorboard_serves_the_runs_scalars_and_images(v1_run: Path, spikes_run
                 images = _get(f"{base}/data/plugin/images/tags")
                 if len(scalars) >= 2 and len(images) >= 2:
                     break
-            except OSError:
+            except OSError:  # the server is still starting: poll again
                 pass
             assert time.time() < deadline and tb.poll() is None, "tensorboard did not serve both runs in 60 s"
             time.sleep(1)

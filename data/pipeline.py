@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import math
 import random
 import signal
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing.context import BaseContext
 from typing import Any
 
 import numpy as np
@@ -258,10 +261,33 @@ def loader_kwargs(num_workers: int, pin_memory: bool, seed: str = "eval") -> dic
     kw: dict[str, Any] = {"batch_size": None, "num_workers": num_workers, "pin_memory": pin_memory,
                           "generator": generator}
     if num_workers > 0:
-        kw["worker_init_fn"] = ignore_stop_signals
-    if num_workers > 0:
-        kw["prefetch_factor"] = 4
+        kw.update(worker_init_fn=ignore_stop_signals, prefetch_factor=4, multiprocessing_context=worker_context())
     return kw
+
+
+@functools.cache
+def worker_context() -> BaseContext:
+    """Workers are forked from a single-threaded fork server, never from the training process: a fork while
+    another thread of it holds an interpreter lock (wandb, TensorBoard, gloo or a finishing loader's queue
+    feeder) leaves the worker deadlocked before its first line (CPython 3.11; seen in CI: one rank's new
+    epoch never got a batch and the other waited in all-reduce forever). Forking a process that has
+    initialised CUDA is unsafe as well. Python 3.14 makes the fork server Linux's default."""
+    ctx = torch.multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["vislab.data.worker_server", *_main_preload()])
+    return ctx
+
+
+def _main_preload() -> list[str]:
+    """The main module, for the server to import once: every worker runs it again otherwise (the CLI's
+    imports cost ~0.7 s per worker and epoch). For a script such as pip's `vislab`, which is run from its
+    path (Python 3.11's fork server ignores a `__main__` preload), that is the module its `main` comes from.
+    `pkg.__main__` modules (pytest's) run their program on import: skipped, as multiprocessing skips them.
+    A script of one's own must guard its entry point with `if __name__ == "__main__":`, as with any fork
+    server or spawn start method."""
+    main = sys.modules.get("__main__")
+    name = getattr(getattr(main, "__spec__", None), "name", None) or getattr(getattr(main, "main", None),
+                                                                           "__module__", None)
+    return [] if not name or name == "__main__" or name.endswith(".__main__") else [name]
 
 
 class StreamLoader:

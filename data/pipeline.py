@@ -271,16 +271,22 @@ def worker_context() -> BaseContext:
     another thread of it holds an interpreter lock (wandb, TensorBoard, gloo or a finishing loader's queue
     feeder) leaves the worker deadlocked before its first line (CPython 3.11; seen in CI: one rank's new
     epoch never got a batch and the other waited in all-reduce forever). Forking a process that has
-    initialised CUDA is unsafe as well. Python 3.14 makes the fork server Linux's default."""
+    initialised CUDA is unsafe as well. Python 3.14 makes the fork server Linux's default.
+
+    The server imports, once, the main module and the modules of vislab's lower layers that the training
+    process has imported by the time of its first loader: a worker unpickling a family's decoder, or running
+    the main module again, would import them at every epoch otherwise (~1 s per worker). Not `train/`: its
+    loggers have no business in a process that must stay single-threaded."""
     ctx = torch.multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["vislab.data.worker_server", *_main_preload()])
+    loaded = sorted(name for name in sys.modules if name.startswith(("vislab.core", "vislab.data", "vislab.models",
+                                                                     "vislab.families")))
+    ctx.set_forkserver_preload(["vislab.data.worker_server", *loaded, *_main_preload()])
     return ctx
 
 
 def _main_preload() -> list[str]:
-    """The main module, for the server to import once: every worker runs it again otherwise (the CLI's
-    imports cost ~0.7 s per worker and epoch). For a script such as pip's `vislab`, which is run from its
-    path (Python 3.11's fork server ignores a `__main__` preload), that is the module its `main` comes from.
+    """The main module's importable name: the `-m` name, or for a script such as pip's `vislab` (run from
+    its path: Python 3.11's fork server ignores a `__main__` preload) the module its `main` comes from.
     `pkg.__main__` modules (pytest's) run their program on import: skipped, as multiprocessing skips them.
     A script of one's own must guard its entry point with `if __name__ == "__main__":`, as with any fork
     server or spawn start method."""

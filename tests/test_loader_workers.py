@@ -90,3 +90,19 @@ class ParentPid(IterableDataset):  # type: ignore[type-arg]
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         yield os.getppid()
+
+
+def test_the_fork_server_is_single_threaded() -> None:
+    """Forking from it is only safe while it has one thread: it must not import anything that starts one."""
+    list(DataLoader(ParentPid(), **loader_kwargs(1, False)))
+    servers = [p for p in Path("/proc").glob("[0-9]*")
+               if "from multiprocessing.forkserver import main" in _read(p / "cmdline") and f"PPid:\t{os.getpid()}\n" in _read(p / "status")]
+    assert len(servers) == 1, servers
+    assert "Threads:\t1\n" in _read(servers[0] / "status")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:  # a process that ended meanwhile
+        return ""

@@ -275,11 +275,10 @@ def worker_context() -> BaseContext:
 
     The server imports, once, the main module and the modules of vislab's lower layers that the training
     process has imported by the time of its first loader: a worker unpickling a family's decoder, or running
-    the main module again, would import them at every epoch otherwise (~1 s per worker). Not `train/`: its
-    loggers have no business in a process that must stay single-threaded."""
+    the main module again, would import them at every epoch otherwise (~1 s per worker). Not the entry layer
+    (`vislab.train`): its loggers have no business in a process that must stay single-threaded."""
     ctx = torch.multiprocessing.get_context("forkserver")
-    loaded = sorted(name for name in sys.modules if name.startswith(("vislab.core", "vislab.data", "vislab.models",
-                                                                     "vislab.families")))
+    loaded = sorted(name for name in sys.modules if name.startswith("vislab.") and not name.startswith("vislab.train"))
     ctx.set_forkserver_preload(["vislab.data.worker_server", *loaded, *_main_preload()])
     return ctx
 

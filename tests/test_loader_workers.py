@@ -10,6 +10,7 @@ vislab's loader settings must get through all of them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -63,10 +64,8 @@ def _run(mode: str, loaders: int, tmp_path: Path) -> subprocess.CompletedProcess
     try:
         out, err = proc.communicate(timeout=240)
     finally:
-        try:  # a stuck worker of the control must not outlive the test
+        with contextlib.suppress(ProcessLookupError):  # a stuck worker of the control must not outlive the test
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 

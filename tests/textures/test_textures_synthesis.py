@@ -38,7 +38,7 @@ def test_texture_statistics_match_beyond_the_start(tmp_path: Path, photos: dict[
     """At 64 px and 40 steps the random net's Gram matrix is matched far below the crop-vs-crop distance, and
     on Lite0's first block (stride 2) the result is nearer its source than two crops of it are and nearer than
     its random-phase start. The full claim (all evaluation layers up to stride 16) needs the paper's 1024
-    maps and thousands of iterations: measured at 256 px by the command in README_section.md, not here."""
+    maps and thousands of iterations: measured at 256 px by the command in the README's textures section, not here."""
     out = tmp_path / "out"
     assert main(["texture", str(photos["china"]), "--config", str(CONFIGS / "random.yaml"), "--out", str(out),
                  "data.image_size=64", "synth.steps=40", "model.channels_per_size=16", "synth.scales=[]"]) == 0

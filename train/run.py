@@ -47,7 +47,7 @@ from vislab.train.heartbeat_callback import Heartbeat
 from vislab.train.keylog import SampleKeyLog
 from vislab.train.resume import OptimChanges, RunState, check_resume
 from vislab.train.slurm.preemption import Preemption
-from vislab.train.slurm.signals import catch_signals
+from vislab.train.slurm.signals import SIGNALS, catch_signals
 from vislab.train.tracking import log_checkpoint_artifact, resolve_mode, tensorboard_logger, wandb_logger
 from vislab.train.trainer import build_trainer
 
@@ -185,6 +185,13 @@ def export_facts(runtime: Runtime, cfg: RunConfig, meta: dict[str, Any]) -> dict
 
 def fit(cfg: RunConfig) -> Path:
     catch_signals()  # before the slow imports: a Slurm signal during start-up is handled at the first step
+    try:
+        return _prepare_and_fit(cfg)
+    finally:
+        SIGNALS.release()  # the handlers stay until the end: a signal during the test pass has its meaning too
+
+
+def _prepare_and_fit(cfg: RunConfig) -> Path:
     t0 = time.time()
     if cfg.logger.mode == "online" and is_rank_zero():
         resolve_mode(cfg)  # no server for logger.mode=online is a config error: found before the run dir exists

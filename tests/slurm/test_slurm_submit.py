@@ -158,9 +158,11 @@ def test_begin_refuses_a_run_stuck_at_one_step(tmp_path: Path, capsys: pytest.Ca
 # ------------------------------------------------------------------------------------------ SIGTERM
 def test_sigterm_checkpoints_at_the_next_step_and_the_run_resumes(digits_root: Path, tmp_path: Path) -> None:
     """Outside Slurm too: SIGTERM in epoch 1 -> checkpoint at the next step -> exit 3; `vislab fit RUN_DIR`
-    continues at that step; a corrupt newest checkpoint falls back to the previous one (last.ckpt, epoch 0)."""
+    continues at that step; a corrupt newest checkpoint falls back to the previous one (last.ckpt, epoch 0).
+    Eight epochs: the signal must land before the last step (at ~90 steps/s, 67 steps are ~0.7 s of margin;
+    CI once saw a signal land after the last of 20 steps, the case the next test covers)."""
     args = ["fit", str(CONFIG), f"data.root={digits_root}", "trainer.devices=1", "data.batch_size=32",
-            "data.num_workers=0", "data.limit_train_samples=320", "model.name=tiny_cnn", "trainer.max_epochs=2",
+            "data.num_workers=0", "data.limit_train_samples=320", "model.name=tiny_cnn", "trainer.max_epochs=8",
             "logger.sample_keys=true",
             "logger.wandb=false", "run_id=term"]
     proc = subprocess.Popen([sys.executable, "-m", "vislab.train.cli", *args], cwd=tmp_path, text=True,
@@ -170,7 +172,7 @@ def test_sigterm_checkpoints_at_the_next_step_and_the_run_resumes(digits_root: P
     deadline = time.time() + 300
     while time.time() < deadline and not (keys.is_file() and len(keys.read_text().splitlines()) >= 13):
         assert proc.poll() is None, proc.communicate()[1][-3000:]
-        time.sleep(0.1)
+        time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)  # our own child
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, err[-3000:]
@@ -188,5 +190,68 @@ def test_sigterm_checkpoints_at_the_next_step_and_the_run_resumes(digits_root: P
     res = run_cli(["fit", str(run)], cwd=tmp_path, timeout=300)
     assert f"resuming from {run}/hpc_ckpt_1.ckpt" in res.stderr
     steps = [int(line.split()[0]) for line in keys.read_text().splitlines()]
-    assert steps == list(range(1, 21))  # every step once, none repeated (10 per epoch)
-    assert json.loads((run / "summary.json").read_text())["global_step"] == 20
+    assert steps == list(range(1, 81))  # every step once, none repeated (10 per epoch)
+    assert json.loads((run / "summary.json").read_text())["global_step"] == 80
+
+
+def test_a_signal_after_the_last_step_stops_before_the_test_pass(digits_root: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM during the final validation (no step left to stop at): checkpoint, exit 3 before the test pass;
+    `vislab fit RUN_DIR` trains nothing more and runs the test. (It used to be dropped: the run went on.)"""
+    import os
+
+    import pytorch_lightning as pl
+
+    from vislab.train import run as run_module
+    from vislab.train.config import load_config
+    from vislab.train.slurm.preemption import EXIT_PREEMPTED
+
+    class TermInFinalValidation(pl.Callback):
+        def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            if trainer.current_epoch == trainer.max_epochs - 1 and not trainer.sanity_checking:
+                os.kill(os.getpid(), signal.SIGTERM)  # vislab's handler: recorded, nothing dies
+
+    job_callbacks = run_module.job_callbacks
+    monkeypatch.setattr(run_module, "job_callbacks", lambda cfg, run_dir: [TermInFinalValidation(),
+                                                                           *job_callbacks(cfg, run_dir)])
+    cfg = load_config(CONFIG, [f"data.root={digits_root}", f"runs_root={tmp_path}", "trainer.devices=1",
+                               "data.batch_size=32", "data.num_workers=0", "data.limit_train_samples=96",
+                               "model.name=tiny_cnn", "trainer.max_epochs=2", "logger.wandb=false",
+                               "trainer.progress_bar=none", "logger.sample_keys=true", "run_id=late"])
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        run_module.fit(cfg)
+    assert stopped.value.code == EXIT_PREEMPTED
+    assert signal.getsignal(signal.SIGTERM) == previous  # handlers restored when the command ends
+    run = tmp_path / "digits" / "late"
+    assert (run / "hpc_ckpt_1.ckpt").is_file() and not (run / "summary.json").exists()  # no test pass
+
+    monkeypatch.setattr(run_module, "job_callbacks", job_callbacks)
+    res = run_cli(["fit", str(run)], cwd=tmp_path, timeout=300)
+    assert f"resuming from {run}/hpc_ckpt_1.ckpt" in res.stderr
+    steps = [int(line.split()[0]) for line in (run / "sample_keys" / "rank0.txt").read_text().splitlines()]
+    assert steps == list(range(1, 7))  # 3 steps per epoch, each once: the restart trained nothing again
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["global_step"] == 6 and "test/acc1" in summary["test_metrics"]
+
+
+def test_after_training_signals_mean_what_they_do_without_vislab() -> None:
+    """Once training is over and saved, nothing waits for a step: SIGTERM / Ctrl-C reach the previous handler
+    (the default ends the test pass at once); under Slurm, SIGUSR1 (time limit soon) lets the test finish."""
+    from vislab.train.slurm.signals import _Signals
+
+    signals, seen = _Signals(), []
+    signals.previous = {s: (lambda n, f: seen.append(n)) for s in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)}
+    signals.active = True
+    signals.handler(signal.SIGUSR1, None)
+    assert signals.received == signal.SIGUSR1 and seen == []  # in training: recorded for the next step
+    signals.received = 0
+    signals.training_ended(under_slurm=True)
+    signals.handler(signal.SIGUSR1, None)
+    assert signals.received == 0 and seen == []  # ignored: the test pass goes on
+    signals.handler(signal.SIGTERM, None)
+    signals.handler(signal.SIGINT, None)
+    assert seen == [signal.SIGTERM, signal.SIGINT] and signals.received == 0
+    signals.training_ended(under_slurm=False)
+    signals.handler(signal.SIGUSR1, None)
+    assert seen[-1] == signal.SIGUSR1  # outside Slurm, kill -USR1 means what it always means

@@ -16,6 +16,10 @@ requeues, and all exit with EXIT_PREEMPTED. Lightning's own Slurm handler checkp
 handler, which can interleave with the DDP collective of the step in progress; it is switched off
 (`SLURMEnvironment(auto_requeue=False)`, see vislab.train.trainer).
 
+A signal that comes after the last training step (during the final validation) stops the run the same way
+before its test pass; one during the test pass ends it as without vislab (SIGTERM, Ctrl-C) or is ignored
+(Slurm's SIGUSR1: the test goes on), since a half-done test cannot be checkpointed.
+
 Checkpoints are `hpc_ckpt_<n>.ckpt` in the run directory (Lightning's name), written atomically (temp file
 + rename); the two newest are kept, so a corrupt newest one still leaves one to fall back on.
 """
@@ -127,11 +131,14 @@ class Preemption(Callback):
             print(f"[vislab] requeueing job {job}", file=sys.stderr, flush=True)
             requeue(job)  # Slurm now sends SIGTERM to this job: already stopping, it only sets the flag
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        SIGNALS.release()
-
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        SIGNALS.release()
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """A signal after the last step (in the final validation) is not dropped: checkpoint and stop before the
+        test pass, which the restart runs. Then nothing is left to save at a step (`SIGNALS.training_ended`).
+        (The handlers are restored when the command ends: `vislab.train.run.fit`.)"""
+        received = self._vote(trainer)
+        if received:
+            self._stop(trainer, signal.Signals(received))
+        SIGNALS.training_ended(self._under_slurm)
 
 
 class TerminationSafeWandbLogger(WandbLogger):

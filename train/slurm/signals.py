@@ -26,10 +26,15 @@ class _Signals:
         self.received = 0
         self.interrupts = 0
         self.active = False
+        self.training_done = False
         self.previous: dict[int, Any] = {}
 
     def handler(self, signum: int, frame: Any) -> None:
-        if not self.active:  # outside a fit: behave as before vislab took over
+        if self.training_done and signum == signal.SIGUSR1:
+            # Slurm's time-limit warning after training ended and was checkpointed: the test pass goes on (a
+            # half-done test cannot be saved; a SIGTERM still ends it, and `vislab fit RUN_DIR` runs it again)
+            return
+        if not self.active:  # outside training: behave as before vislab took over
             self._forward(signum, frame)
             return
         if signum == signal.SIGINT:
@@ -64,9 +69,17 @@ class _Signals:
                 self.previous[sig] = current
             signal.signal(sig, self.handler)
         self.active = True
+        self.training_done = False
+
+    def training_ended(self, under_slurm: bool) -> None:
+        """Training is over and its checkpoint written: nothing is left to save at a step. Ctrl-C and SIGTERM
+        act as without vislab again; under Slurm, SIGUSR1 (time limit soon) is ignored."""
+        self.active = False
+        self.training_done = under_slurm
 
     def release(self) -> None:
         self.active = False
+        self.training_done = False
         if threading.current_thread() is threading.main_thread():
             for sig, prev in self.previous.items():
                 signal.signal(sig, prev if prev is not None else signal.SIG_DFL)

@@ -47,7 +47,7 @@ from vislab.train.heartbeat_callback import Heartbeat
 from vislab.train.keylog import SampleKeyLog
 from vislab.train.resume import OptimChanges, RunState, check_resume
 from vislab.train.slurm.preemption import Preemption
-from vislab.train.slurm.signals import SIGNALS, catch_signals
+from vislab.train.slurm.signals import signals_caught
 from vislab.train.tracking import log_checkpoint_artifact, resolve_mode, tensorboard_logger, wandb_logger
 from vislab.train.trainer import build_trainer
 
@@ -184,25 +184,18 @@ def export_facts(runtime: Runtime, cfg: RunConfig, meta: dict[str, Any]) -> dict
 
 
 def fit(cfg: RunConfig) -> Path:
-    catch_signals()  # before the slow imports: a Slurm signal during start-up is handled at the first step
-    try:
-        return _prepare_and_fit(cfg)
-    finally:
-        SIGNALS.release()  # the handlers stay until the end: a signal during the test pass has its meaning too
-
-
-def _prepare_and_fit(cfg: RunConfig) -> Path:
-    t0 = time.time()
-    if cfg.logger.mode == "online" and is_rank_zero():
-        resolve_mode(cfg)  # no server for logger.mode=online is a config error: found before the run dir exists
-    run = prepare_run(cfg)
-    if run.resume_ckpt:
-        check_checkpoint_matches(cfg, run.resume_ckpt)
-        run.optim_changes = check_resume(cfg, run.resume_ckpt)
-    if is_rank_zero():
-        write_run_config(run, cfg)
-    with _run_dir_env(run.dir):
-        return _fit(cfg, run, t0)
+    with signals_caught():  # before the slow imports; the handlers stay until the command ends
+        t0 = time.time()
+        if cfg.logger.mode == "online" and is_rank_zero():
+            resolve_mode(cfg)  # no server for logger.mode=online is a config error: found before the run dir exists
+        run = prepare_run(cfg)
+        if run.resume_ckpt:
+            check_checkpoint_matches(cfg, run.resume_ckpt)
+            run.optim_changes = check_resume(cfg, run.resume_ckpt)
+        if is_rank_zero():
+            write_run_config(run, cfg)
+        with _run_dir_env(run.dir):
+            return _fit(cfg, run, t0)
 
 
 @contextlib.contextmanager

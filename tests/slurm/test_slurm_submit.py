@@ -204,6 +204,7 @@ def test_a_signal_after_the_last_step_stops_before_the_test_pass(digits_root: Pa
 
     from vislab.train import run as run_module
     from vislab.train.config import load_config
+    from vislab.train.keylog import read_sample_keys
     from vislab.train.slurm.preemption import EXIT_PREEMPTED
 
     class TermInFinalValidation(pl.Callback):
@@ -229,7 +230,7 @@ def test_a_signal_after_the_last_step_stops_before_the_test_pass(digits_root: Pa
     monkeypatch.setattr(run_module, "job_callbacks", job_callbacks)
     res = run_cli(["fit", str(run)], cwd=tmp_path, timeout=300)
     assert f"resuming from {run}/hpc_ckpt_1.ckpt" in res.stderr
-    steps = [int(line.split()[0]) for line in (run / "sample_keys" / "rank0.txt").read_text().splitlines()]
+    steps = [step for step, _ in read_sample_keys(run)[0]]
     assert steps == list(range(1, 7))  # 3 steps per epoch, each once: the restart trained nothing again
     summary = json.loads((run / "summary.json").read_text())
     assert summary["global_step"] == 6 and "test/acc1" in summary["test_metrics"]

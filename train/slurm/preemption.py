@@ -134,7 +134,7 @@ class Preemption(Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """A signal after the last step (in the final validation) is not dropped: checkpoint and stop before the
         test pass, which the restart runs. Then nothing is left to save at a step (`SIGNALS.training_ended`).
-        (The handlers are restored when the command ends: `vislab.train.run.fit`.)"""
+        (The handlers are restored when the command ends: `signals_caught`.)"""
         received = self._vote(trainer)
         if received:
             self._stop(trainer, signal.Signals(received))

@@ -1,17 +1,19 @@
 """Signals that end a job, caught as early as possible and only recorded (see vislab.train.slurm.preemption).
 
-No torch here: `catch_signals()` runs first thing in `vislab fit`, before the slow imports, so a signal that
+No torch here: `signals_caught()` is entered first thing in `vislab fit`, before the slow imports, so a signal that
 arrives while a job starts up is acted on at the first training step instead of killing the task.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from vislab.core.dist import is_rank_zero
@@ -26,11 +28,11 @@ class _Signals:
         self.received = 0
         self.interrupts = 0
         self.active = False
-        self.training_done = False
+        self.ignore_usr1 = False
         self.previous: dict[int, Any] = {}
 
     def handler(self, signum: int, frame: Any) -> None:
-        if self.training_done and signum == signal.SIGUSR1:
+        if signum == signal.SIGUSR1 and self.ignore_usr1:
             # Slurm's time-limit warning after training ended and was checkpointed: the test pass goes on (a
             # half-done test cannot be saved; a SIGTERM still ends it, and `vislab fit RUN_DIR` runs it again)
             return
@@ -69,17 +71,17 @@ class _Signals:
                 self.previous[sig] = current
             signal.signal(sig, self.handler)
         self.active = True
-        self.training_done = False
+        self.ignore_usr1 = False
 
     def training_ended(self, under_slurm: bool) -> None:
         """Training is over and its checkpoint written: nothing is left to save at a step. Ctrl-C and SIGTERM
         act as without vislab again; under Slurm, SIGUSR1 (time limit soon) is ignored."""
         self.active = False
-        self.training_done = under_slurm
+        self.ignore_usr1 = under_slurm
 
     def release(self) -> None:
         self.active = False
-        self.training_done = False
+        self.ignore_usr1 = False
         if threading.current_thread() is threading.main_thread():
             for sig, prev in self.previous.items():
                 signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
@@ -89,11 +91,17 @@ class _Signals:
 SIGNALS = _Signals()
 
 
-def catch_signals() -> None:
-    """Call first thing in `fit`: a signal that arrives while the run starts up is acted on at the first step."""
+@contextlib.contextmanager
+def signals_caught() -> Iterator[None]:
+    """Around the whole `fit` command, entered first thing: a signal while the run starts up is acted on at the
+    first step, one during the test pass has its meaning too (see `training_ended`); restored at the end."""
     SIGNALS.received = 0
     SIGNALS.interrupts = 0
     SIGNALS.install()
+    try:
+        yield
+    finally:
+        SIGNALS.release()
 
 
 def slurm_job_id() -> str | None:
